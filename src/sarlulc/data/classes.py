@@ -1,0 +1,299 @@
+"""Land-cover class tables: raster codes -> model class ids, names and colours.
+
+The label rasters we train on carry *source codes* (JAXA's High-Resolution LULC map of Japan uses 1..14, with 0 as
+no data). The model predicts *class ids* ``0..K-1`` of a smaller scheme (the paper's 9 classes, or the binary water
+task), and ``255`` marks pixels to ignore. The mapping between the two is data, held in a :class:`ClassScheme`, so
+that another LULC product with other codes is one JSON file away::
+
+    {
+      "name": "my-product",
+      "classes": [
+        {"name": "Water", "color": [0, 92, 230], "codes": [10, 11]},
+        {"name": "Land",  "color": [180, 180, 180], "codes": [20, 30, 40]}
+      ],
+      "nodata_codes": [0],
+      "water_class": "Water"
+    }
+
+Codes that appear in no class (unknown codes) and the nodata codes map to ``ignore_index`` (255).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IGNORE_INDEX = 255
+"""Class id of pixels that no loss or metric counts (nodata, unknown codes)."""
+
+# JAXA High-Resolution Land Use and Land Cover map of Japan: the 14 source codes (METHOD.md section 5).
+JAXA_SOURCE_CLASSES: dict[int, str] = {
+    1: "Water",
+    2: "Built-up",
+    3: "Paddy",
+    4: "Cropland",
+    5: "Grassland",
+    6: "Deciduous broadleaf forest",
+    7: "Deciduous needleleaf forest",
+    8: "Evergreen broadleaf forest",
+    9: "Evergreen needleleaf forest",
+    10: "Bare",
+    11: "Bamboo forest",
+    12: "Solar panel",
+    13: "Wetland",
+    14: "Greenhouse",
+}
+JAXA_NODATA_CODE = 0
+
+# Our colours for the source codes (used by the synthetic label rasters' colour table).
+JAXA_SOURCE_COLORS: dict[int, tuple[int, int, int]] = {
+    1: (0, 92, 230),
+    2: (230, 0, 0),
+    3: (115, 223, 255),
+    4: (255, 211, 127),
+    5: (163, 255, 115),
+    6: (56, 168, 0),
+    7: (112, 168, 0),
+    8: (0, 115, 76),
+    9: (38, 115, 0),
+    10: (204, 204, 204),
+    11: (152, 230, 0),
+    12: (168, 0, 132),
+    13: (0, 197, 255),
+    14: (255, 170, 0),
+}
+
+
+@dataclass(frozen=True)
+class LulcClass:
+    """One model class: its id (position in the scheme), name, display colour and the source codes it gathers."""
+
+    id: int
+    name: str
+    color: tuple[int, int, int]
+    codes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ClassScheme:
+    """A mapping from label-raster source codes to model class ids ``0..K-1`` (``ignore_index`` for the rest).
+
+    Build one with :meth:`from_dict` / :meth:`from_json`, or use :data:`LULC_9` and :data:`WATER`.
+    """
+
+    name: str
+    classes: tuple[LulcClass, ...]
+    nodata_codes: tuple[int, ...] = (JAXA_NODATA_CODE,)
+    ignore_index: int = IGNORE_INDEX
+    water_class: str | None = "Water"
+    _lut: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise ValueError(f"class scheme {self.name!r} has no classes")
+        if not 0 <= self.ignore_index <= 255:
+            raise ValueError(f"class scheme {self.name!r}: ignore_index must be in [0, 255], got {self.ignore_index}")
+        if len(self.classes) > self.ignore_index:
+            raise ValueError(
+                f"class scheme {self.name!r} has {len(self.classes)} classes, which collides with "
+                f"ignore_index {self.ignore_index}"
+            )
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"class scheme {self.name!r} has duplicate class names: {names}")
+        for position, cls in enumerate(self.classes):
+            if cls.id != position:
+                raise ValueError(f"class scheme {self.name!r}: class {cls.name!r} has id {cls.id}, expected {position}")
+            if len(cls.color) != 3 or not all(0 <= v <= 255 for v in cls.color):
+                raise ValueError(f"class scheme {self.name!r}: class {cls.name!r} colour must be 3 values in 0..255")
+        seen: dict[int, str] = {}
+        for cls in self.classes:
+            for code in cls.codes:
+                if code < 0:
+                    raise ValueError(f"class scheme {self.name!r}: negative source code {code} in {cls.name!r}")
+                if code in seen:
+                    raise ValueError(
+                        f"class scheme {self.name!r}: source code {code} is in both {seen[code]!r} and {cls.name!r}"
+                    )
+                if code in self.nodata_codes:
+                    raise ValueError(f"class scheme {self.name!r}: source code {code} of {cls.name!r} is a nodata code")
+                seen[code] = cls.name
+        if self.water_class is not None and self.water_class not in names:
+            raise ValueError(f"class scheme {self.name!r}: water_class {self.water_class!r} is not one of {names}")
+        max_code = max([*seen, *self.nodata_codes, 0])
+        lut = np.full(max(max_code + 1, 256), self.ignore_index, dtype=np.uint8)
+        for code, cls_name in seen.items():
+            lut[code] = names.index(cls_name)
+        object.__setattr__(self, "_lut", lut)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def colors(self) -> list[tuple[int, int, int]]:
+        return [c.color for c in self.classes]
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return {c.id: c.name for c in self.classes}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {c.name: c.id for c in self.classes}
+
+    @property
+    def water_id(self) -> int | None:
+        """Class id of water in this scheme (``None`` if the scheme has no water class)."""
+        return None if self.water_class is None else self.label2id[self.water_class]
+
+    def code_to_id(self) -> dict[int, int]:
+        """Every source code of the scheme and its class id."""
+        return {code: c.id for c in self.classes for code in c.codes}
+
+    def encode(self, codes: np.ndarray) -> np.ndarray:
+        """Map a raster of source codes to class ids (uint8); unknown and nodata codes become ``ignore_index``."""
+        codes = np.asarray(codes)
+        if codes.dtype.kind not in "iu":
+            raise ValueError(f"label codes must be an integer array, got dtype {codes.dtype}")
+        out = np.full(codes.shape, self.ignore_index, dtype=np.uint8)
+        inside = (codes >= 0) & (codes < len(self._lut))
+        out[inside] = self._lut[codes[inside]]
+        return out
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """A rasterio colour table (class id -> RGBA) with the ignore value transparent black."""
+        table = {c.id: (*c.color, 255) for c in self.classes}
+        table[self.ignore_index] = (0, 0, 0, 0)
+        return table
+
+    # ----------------------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "classes": [{"name": c.name, "color": list(c.color), "codes": list(c.codes)} for c in self.classes],
+            "nodata_codes": list(self.nodata_codes),
+            "ignore_index": self.ignore_index,
+            "water_class": self.water_class,
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping) -> ClassScheme:
+        """Build a scheme from the JSON-style dict shown in the module docstring."""
+        if not isinstance(spec, Mapping) or "classes" not in spec:
+            raise ValueError("a class scheme needs a mapping with a 'classes' list")
+        entries = spec["classes"]
+        if not isinstance(entries, Sequence) or isinstance(entries, str):
+            raise ValueError("'classes' of a class scheme must be a list of {name, color, codes}")
+        classes = []
+        for i, entry in enumerate(entries):
+            try:
+                classes.append(
+                    LulcClass(
+                        id=i,
+                        name=str(entry["name"]),
+                        color=tuple(int(v) for v in entry["color"]),
+                        codes=tuple(int(v) for v in entry["codes"]),
+                    )
+                )
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"class entry {i} of the scheme must have name, color and codes: {err}") from err
+        return cls(
+            name=str(spec.get("name", "custom")),
+            classes=tuple(classes),
+            nodata_codes=tuple(int(v) for v in spec.get("nodata_codes", (JAXA_NODATA_CODE,))),
+            ignore_index=int(spec.get("ignore_index", IGNORE_INDEX)),
+            water_class=spec.get("water_class", None),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ClassScheme:
+        path = Path(path)
+        try:
+            spec = json.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise ValueError(f"class scheme file {path} does not exist") from err
+        except json.JSONDecodeError as err:
+            raise ValueError(f"class scheme file {path} is not valid JSON: {err}") from err
+        return cls.from_dict(spec)
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+
+def _scheme(name: str, groups: Sequence[tuple[str, tuple[int, int, int], tuple[int, ...]]], water: str | None):
+    return ClassScheme(
+        name=name,
+        classes=tuple(LulcClass(i, n, c, codes) for i, (n, c, codes) in enumerate(groups)),
+        water_class=water,
+    )
+
+
+# The source table itself as a scheme (14 classes), for users who want every JAXA class.
+JAXA_14 = _scheme(
+    "jaxa-14",
+    [(name, JAXA_SOURCE_COLORS[code], (code,)) for code, name in JAXA_SOURCE_CLASSES.items()],
+    water="Water",
+)
+
+# The paper's 9 classes (our default remap, METHOD.md section 5).
+LULC_9 = _scheme(
+    "lulc-9",
+    [
+        ("Water", (0, 92, 230), (1,)),
+        ("Built-up", (230, 0, 0), (2, 14)),
+        ("Paddy", (115, 223, 255), (3,)),
+        ("Cropland", (255, 211, 127), (4,)),
+        ("Grassland", (163, 255, 115), (5, 13)),
+        ("Deciduous forest", (56, 168, 0), (6, 7)),
+        ("Evergreen forest", (0, 115, 76), (8, 9, 11)),
+        ("Bare", (204, 204, 204), (10,)),
+        ("SolarPanel", (168, 0, 132), (12,)),
+    ],
+    water="Water",
+)
+
+# The binary water task, derived from the same label codes.
+WATER = _scheme(
+    "water",
+    [
+        ("not water", (200, 200, 200), tuple(c for c in JAXA_SOURCE_CLASSES if c != 1)),
+        ("water", (0, 92, 230), (1,)),
+    ],
+    water="water",
+)
+
+SCHEMES: dict[str, ClassScheme] = {s.name: s for s in (LULC_9, WATER, JAXA_14)}
+
+
+def get_scheme(scheme: str | Path | Mapping | ClassScheme | None = None) -> ClassScheme:
+    """Resolve a scheme given by name (``"lulc-9"``, ``"water"``, ``"jaxa-14"``), JSON path, dict, or instance."""
+    if scheme is None:
+        return LULC_9
+    if isinstance(scheme, ClassScheme):
+        return scheme
+    if isinstance(scheme, Mapping):
+        return ClassScheme.from_dict(scheme)
+    key = str(scheme)
+    if key in SCHEMES:
+        return SCHEMES[key]
+    if key.endswith(".json") or Path(key).is_file():
+        return ClassScheme.from_json(key)
+    raise ValueError(f"unknown class scheme {key!r}: use one of {sorted(SCHEMES)} or a JSON file")
+
+
+def id2label(scheme: str | ClassScheme | None = None) -> dict[int, str]:
+    return get_scheme(scheme).id2label
+
+
+def label2id(scheme: str | ClassScheme | None = None) -> dict[str, int]:
+    return get_scheme(scheme).label2id

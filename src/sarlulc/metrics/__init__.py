@@ -1,0 +1,1 @@
+"""`evaluate` metrics shipped with the package (loadable offline by path)."""

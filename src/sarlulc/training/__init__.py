@@ -1,0 +1,1 @@
+"""The Accelerate training loop shared by pretraining and fine-tuning."""
