@@ -1,5 +1,142 @@
-"""Data layer: class tables, ALOS-2 scene reading and calibration, tiling into `datasets`, synthetic scenes."""
+"""Data layer: class tables, ALOS-2 scene reading and calibration, tiling into `datasets`, synthetic scenes.
+
+Names are imported on first use, so ``import sarlulc`` does not pay for rasterio and datasets until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .classes import IGNORE_INDEX, JAXA_14, LULC_9, WATER, ClassScheme, LulcClass, get_scheme
 
-__all__ = ["IGNORE_INDEX", "JAXA_14", "LULC_9", "WATER", "ClassScheme", "LulcClass", "get_scheme"]
+if TYPE_CHECKING:
+    from .alos2 import (
+        CALIBRATION_FACTOR_TAG,
+        DEFAULT_CALIBRATION_FACTOR,
+        INPUT_KIND_TAG,
+        INPUT_KINDS,
+        Alos2Scene,
+        LabelRaster,
+        SarLulcDataError,
+        calibrate,
+        check_alignment,
+        db_to_dn,
+        dn_to_db,
+        linear_to_db,
+        open_labels,
+        open_scene,
+    )
+    from .synthetic import (
+        CLASS_SIGMA0_DB,
+        LABELS_FILENAME,
+        SCENE_FILENAME,
+        SyntheticLandscape,
+        SyntheticScene,
+        SyntheticSceneConfig,
+        generate_scene,
+    )
+    from .tiles import (
+        DEFAULT_CLIP_RANGE_DB,
+        BandStatistics,
+        ClassFrequencies,
+        SceneSource,
+        SpatialSplit,
+        band_statistics,
+        class_frequencies,
+        find_scene_sources,
+        iter_tiles,
+        split_tile_dataset,
+        tile_dataset,
+        tile_features,
+        tile_windows,
+    )
+
+_LAZY = {
+    "CALIBRATION_FACTOR_TAG": "alos2",
+    "DEFAULT_CALIBRATION_FACTOR": "alos2",
+    "INPUT_KIND_TAG": "alos2",
+    "INPUT_KINDS": "alos2",
+    "Alos2Scene": "alos2",
+    "LabelRaster": "alos2",
+    "SarLulcDataError": "alos2",
+    "calibrate": "alos2",
+    "check_alignment": "alos2",
+    "db_to_dn": "alos2",
+    "dn_to_db": "alos2",
+    "linear_to_db": "alos2",
+    "open_labels": "alos2",
+    "open_scene": "alos2",
+    "CLASS_SIGMA0_DB": "synthetic",
+    "LABELS_FILENAME": "synthetic",
+    "SCENE_FILENAME": "synthetic",
+    "SyntheticLandscape": "synthetic",
+    "SyntheticScene": "synthetic",
+    "SyntheticSceneConfig": "synthetic",
+    "generate_scene": "synthetic",
+    "DEFAULT_CLIP_RANGE_DB": "tiles",
+    "BandStatistics": "tiles",
+    "ClassFrequencies": "tiles",
+    "SceneSource": "tiles",
+    "SpatialSplit": "tiles",
+    "band_statistics": "tiles",
+    "class_frequencies": "tiles",
+    "find_scene_sources": "tiles",
+    "iter_tiles": "tiles",
+    "split_tile_dataset": "tiles",
+    "tile_dataset": "tiles",
+    "tile_features": "tiles",
+    "tile_windows": "tiles",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+__all__ = [
+    "CALIBRATION_FACTOR_TAG",
+    "CLASS_SIGMA0_DB",
+    "DEFAULT_CALIBRATION_FACTOR",
+    "DEFAULT_CLIP_RANGE_DB",
+    "IGNORE_INDEX",
+    "INPUT_KINDS",
+    "INPUT_KIND_TAG",
+    "JAXA_14",
+    "LABELS_FILENAME",
+    "LULC_9",
+    "SCENE_FILENAME",
+    "WATER",
+    "Alos2Scene",
+    "BandStatistics",
+    "ClassFrequencies",
+    "ClassScheme",
+    "LabelRaster",
+    "LulcClass",
+    "SarLulcDataError",
+    "SceneSource",
+    "SpatialSplit",
+    "SyntheticLandscape",
+    "SyntheticScene",
+    "SyntheticSceneConfig",
+    "band_statistics",
+    "calibrate",
+    "check_alignment",
+    "class_frequencies",
+    "db_to_dn",
+    "dn_to_db",
+    "find_scene_sources",
+    "generate_scene",
+    "get_scheme",
+    "iter_tiles",
+    "linear_to_db",
+    "open_labels",
+    "open_scene",
+    "split_tile_dataset",
+    "tile_dataset",
+    "tile_features",
+    "tile_windows",
+]

@@ -1,0 +1,266 @@
+"""Configuration of the SAR-W-MixMAE encoder and its pretraining model."""
+
+from __future__ import annotations
+
+import math
+
+from transformers.backbone_utils import BackboneConfigMixin
+from transformers.configuration_utils import PreTrainedConfig
+
+LOSS_WEIGHTINGS = ("none", "backscatter")
+BACKSCATTER_NORMALIZATIONS = ("per_image", "global")
+LOSS_REDUCTIONS = ("weighted_mean", "mean")
+
+
+def _as_per_stage(value, num_stages: int, name: str) -> list[int]:
+    if isinstance(value, int):
+        return [value] * num_stages
+    value = [int(v) for v in value]
+    if len(value) != num_stages:
+        raise ValueError(f"`{name}` must have one entry per stage ({num_stages}), got {value}")
+    return value
+
+
+class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
+    r"""
+    Configuration of [`SarMixMAEModel`] (a hierarchical Swin-style encoder with non-shifted window attention),
+    [`SarMixMAEBackbone`] and [`SarMixMAEForPreTraining`] (MixMAE with a backscatter-weighted pixel loss).
+
+    Defaults are the tiny model (CPU tests, the demo). MixMAE-B at 256 px: `embed_dim=128, depths=(2, 2, 18, 2),
+    num_heads=(4, 8, 16, 32), window_size=(16, 16, 16, 8), decoder_embed_dim=512, decoder_depth=8,
+    decoder_num_heads=16` (see `hub_configs/sar-mixmae-base`).
+
+    Args:
+        image_size (`int`, defaults to 256):
+            Pretraining tile size in pixels. Must be a multiple of the encoder stride (`patch_size * 2**(stages-1)`,
+            32 by default), which is also the mixing unit. Fine-tuning and inference accept other multiples of 32.
+        num_channels (`int`, defaults to 1):
+            Input bands: 1 = HH (the paper), 2 = HH + HV.
+        patch_size (`int`, defaults to 4):
+            Side of the square patch embedded into one token (stride of the first stage).
+        embed_dim (`int`, defaults to 48):
+            Width of the first stage; stage `s` has `embed_dim * 2**s` channels.
+        depths (`list[int]`, defaults to `(1, 1, 2, 1)`):
+            Number of transformer blocks per stage.
+        num_heads (`list[int]`, defaults to `(2, 4, 8, 16)`):
+            Attention heads per stage; each stage's width must be divisible by its head count.
+        window_size (`int` or `list[int]`, defaults to `(16, 16, 16, 8)`):
+            Attention window side per stage. MixMAE uses no shifted windows but large ones. A window larger than a
+            stage's token grid shrinks to the grid; at `image_size`, every stage's grid must be a multiple of its
+            (shrunk) window. Other input sizes pad the grid to the window and mask the padding.
+        mlp_ratio (`float`, defaults to 4.0):
+            Hidden width of the MLPs relative to the block width.
+        qkv_bias (`bool`, defaults to `True`):
+            Bias in the query/key/value projection.
+        hidden_act (`str`, defaults to `"gelu"`):
+            MLP activation.
+        hidden_dropout_prob (`float`, defaults to 0.0):
+            Dropout on the outputs of attention and MLPs.
+        attention_probs_dropout_prob (`float`, defaults to 0.0):
+            Dropout on attention probabilities.
+        drop_path_rate (`float`, defaults to 0.0):
+            Stochastic depth rate, increased linearly over the encoder's blocks.
+        layer_norm_eps (`float`, defaults to 1e-6):
+            Epsilon of every LayerNorm.
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the truncated normal used for linear weights, mask token and bias tables.
+        mask_ratio (`float`, defaults to 0.5):
+            Fraction of mixing units (tokens of the last stage) taken from the partner image. MixMAE uses 0.5.
+        range_mask_ratio (`float`, defaults to 0.0):
+            During training, a random extra in `[0, range_mask_ratio]` is added to `mask_ratio` for each batch.
+        decoder_embed_dim (`int`, defaults to 128), decoder_depth (`int`, defaults to 2),
+        decoder_num_heads (`int`, defaults to 4):
+            Width, depth and heads of the light transformer decoder used for pretraining only.
+        norm_pix_loss (`bool`, defaults to `True`):
+            Reconstruct per-patch normalized pixels (mean 0, unit variance per 32x32 target patch).
+        loss_weighting (`str`, defaults to `"backscatter"`):
+            `"backscatter"` (SAR-W-MixMAE): every pixel's squared error is weighted by
+            `exp(-P_norm / backscatter_tau)` with `P_norm` its linear backscatter power normalized to [0, 1];
+            `"none"`: plain MixMAE.
+        backscatter_tau (`float`, defaults to 1.0):
+            Temperature of the backscatter weight; the weight lies in `[exp(-1/tau), 1]`.
+        backscatter_normalization (`str`, defaults to `"per_image"`):
+            `"per_image"`: `P_norm = (P - min) / (max - min)` over each image's valid pixels;
+            `"global"`: `P_norm = clip(P / backscatter_global_max, 0, 1)` with a fixed scale.
+        backscatter_global_max (`float`, *optional*):
+            Linear power that maps to 1 for `"global"` normalization (default: the top of `input_clip_db`).
+        loss_reduction (`str`, defaults to `"weighted_mean"`):
+            `"weighted_mean"`: `sum(w * e) / sum(w)` so the loss scale does not drift with scene brightness;
+            `"mean"`: `sum(w * e) / n` over the `n` valid pixel values.
+        input_db_mean (`list[float]`, defaults to `(-12.0,)`), input_db_std (`list[float]`, defaults to `(6.0,)`):
+            Per-band mean and std (dB) the image processor standardized the input with. The backscatter weight
+            recovers linear power from the normalized input through them, so they must match the processor's.
+        input_clip_db (`list[float]`, defaults to `(-35.0, 5.0)`):
+            The dB clip range of the image processor (documents the input; sets the default global scale).
+        out_features (`list[str]`, *optional*), out_indices (`list[int]`, *optional*):
+            Backbone outputs, among `["stem", "stage1", "stage2", "stage3", "stage4"]`; defaults to the four stages.
+    """
+
+    model_type = "sar_mixmae"
+    attribute_map = {"num_attention_heads": "num_heads", "num_hidden_layers": "num_layers"}
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        num_channels: int = 1,
+        patch_size: int = 4,
+        embed_dim: int = 48,
+        depths: list[int] | tuple[int, ...] = (1, 1, 2, 1),
+        num_heads: list[int] | tuple[int, ...] = (2, 4, 8, 16),
+        window_size: int | list[int] | tuple[int, ...] = (16, 16, 16, 8),
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.0,
+        attention_probs_dropout_prob: float = 0.0,
+        drop_path_rate: float = 0.0,
+        layer_norm_eps: float = 1e-6,
+        initializer_range: float = 0.02,
+        mask_ratio: float = 0.5,
+        range_mask_ratio: float = 0.0,
+        decoder_embed_dim: int = 128,
+        decoder_depth: int = 2,
+        decoder_num_heads: int = 4,
+        norm_pix_loss: bool = True,
+        loss_weighting: str = "backscatter",
+        backscatter_tau: float = 1.0,
+        backscatter_normalization: str = "per_image",
+        backscatter_global_max: float | None = None,
+        loss_reduction: str = "weighted_mean",
+        input_db_mean: list[float] | tuple[float, ...] = (-12.0,),
+        input_db_std: list[float] | tuple[float, ...] = (6.0,),
+        input_clip_db: list[float] | tuple[float, float] = (-35.0, 5.0),
+        out_features: list[str] | None = None,
+        out_indices: list[int] | None = None,
+        **kwargs,
+    ):
+        self.image_size = int(image_size)
+        self.num_channels = int(num_channels)
+        self.patch_size = int(patch_size)
+        self.embed_dim = int(embed_dim)
+        self.depths = [int(d) for d in depths]
+        self.num_layers = len(self.depths)
+        self.num_heads = _as_per_stage(num_heads, self.num_layers, "num_heads")
+        self.window_size = _as_per_stage(window_size, self.num_layers, "window_size")
+        self.mlp_ratio = float(mlp_ratio)
+        self.qkv_bias = bool(qkv_bias)
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = float(hidden_dropout_prob)
+        self.attention_probs_dropout_prob = float(attention_probs_dropout_prob)
+        self.drop_path_rate = float(drop_path_rate)
+        self.layer_norm_eps = float(layer_norm_eps)
+        self.initializer_range = float(initializer_range)
+        self.mask_ratio = float(mask_ratio)
+        self.range_mask_ratio = float(range_mask_ratio)
+        self.decoder_embed_dim = int(decoder_embed_dim)
+        self.decoder_depth = int(decoder_depth)
+        self.decoder_num_heads = int(decoder_num_heads)
+        self.norm_pix_loss = bool(norm_pix_loss)
+        self.loss_weighting = loss_weighting
+        self.backscatter_tau = float(backscatter_tau)
+        self.backscatter_normalization = backscatter_normalization
+        self.backscatter_global_max = None if backscatter_global_max is None else float(backscatter_global_max)
+        self.loss_reduction = loss_reduction
+        self.input_db_mean = [float(v) for v in input_db_mean]
+        self.input_db_std = [float(v) for v in input_db_std]
+        self.input_clip_db = [float(v) for v in input_clip_db]
+        # Width after the last stage, the name other transformers code looks for.
+        self.hidden_size = self.embed_dim * 2 ** (self.num_layers - 1)
+        self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, self.num_layers + 1)]
+        if out_features is None and out_indices is None:
+            out_features = self.stage_names[1:]
+        self._validate()
+        super().__init__(**kwargs)
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+
+    # ----------------------------------------------------------------------------------------------------------------
+    @property
+    def encoder_stride(self) -> int:
+        """Pixels per token of the last stage: the input must be a multiple of it; the mixing unit of MixMAE."""
+        return self.patch_size * 2 ** (self.num_layers - 1)
+
+    def stage_grid(self, stage: int, image_size: int | None = None) -> int:
+        """Token grid side of `stage` (0-based) for a square input of `image_size` pixels."""
+        size = self.image_size if image_size is None else image_size
+        return size // self.patch_size // 2**stage
+
+    def _validate(self) -> None:
+        if self.num_layers < 1:
+            raise ValueError("`depths` must list at least one stage")
+        if any(d < 1 for d in self.depths):
+            raise ValueError(f"`depths` must be positive, got {self.depths}")
+        if self.num_channels not in (1, 2):
+            raise ValueError(f"`num_channels` must be 1 (HH) or 2 (HH+HV), got {self.num_channels}")
+        if self.patch_size < 1 or self.embed_dim < 1:
+            raise ValueError("`patch_size` and `embed_dim` must be positive")
+        if self.image_size % self.encoder_stride != 0:
+            raise ValueError(
+                f"`image_size`={self.image_size} cannot be tiled by the last stage: it must be a multiple of the "
+                f"encoder stride patch_size * 2**(stages-1) = {self.encoder_stride}"
+            )
+        for stage in range(self.num_layers):
+            width = self.embed_dim * 2**stage
+            heads = self.num_heads[stage]
+            if heads < 1 or width % heads != 0:
+                raise ValueError(
+                    f"`num_heads[{stage}]`={heads} must divide stage {stage + 1}'s width {width} (embed_dim * 2**stage)"
+                )
+            window = self.window_size[stage]
+            if window < 1:
+                raise ValueError(f"`window_size[{stage}]` must be positive, got {window}")
+            grid = self.stage_grid(stage)
+            effective = min(window, grid)
+            if grid % effective != 0:
+                raise ValueError(
+                    f"`window_size[{stage}]`={window} does not divide stage {stage + 1}'s token grid {grid}x{grid} at "
+                    f"image_size={self.image_size}; choose a window that divides {grid}"
+                )
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"`mask_ratio` must be in (0, 1), got {self.mask_ratio}")
+        if not 0.0 <= self.range_mask_ratio < 1.0 - self.mask_ratio:
+            raise ValueError(
+                f"`range_mask_ratio` must be in [0, 1 - mask_ratio) = [0, {1 - self.mask_ratio:g}), "
+                f"got {self.range_mask_ratio}"
+            )
+        num_units = self.stage_grid(self.num_layers - 1) ** 2
+        if round(num_units * self.mask_ratio) in (0, num_units):
+            raise ValueError(
+                f"`mask_ratio`={self.mask_ratio} of {num_units} mixing units mixes nothing; use a larger image_size or "
+                "a ratio nearer 0.5"
+            )
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"`mlp_ratio` must be positive, got {self.mlp_ratio}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1), got {getattr(self, name)}")
+        if self.decoder_depth < 0 or self.decoder_embed_dim < 1:
+            raise ValueError("`decoder_depth` must be >= 0 and `decoder_embed_dim` positive")
+        if self.decoder_num_heads < 1 or self.decoder_embed_dim % self.decoder_num_heads != 0:
+            raise ValueError(
+                f"`decoder_num_heads`={self.decoder_num_heads} must divide `decoder_embed_dim`={self.decoder_embed_dim}"
+            )
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"`loss_weighting` must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        if self.backscatter_normalization not in BACKSCATTER_NORMALIZATIONS:
+            raise ValueError(
+                f"`backscatter_normalization` must be one of {BACKSCATTER_NORMALIZATIONS}, "
+                f"got {self.backscatter_normalization!r}"
+            )
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"`loss_reduction` must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
+        if not (self.backscatter_tau > 0 and math.isfinite(self.backscatter_tau)):
+            raise ValueError(f"`backscatter_tau` must be a positive number, got {self.backscatter_tau}")
+        if self.backscatter_global_max is not None and not self.backscatter_global_max > 0:
+            raise ValueError(f"`backscatter_global_max` must be positive, got {self.backscatter_global_max}")
+        for name in ("input_db_mean", "input_db_std"):
+            if len(getattr(self, name)) != self.num_channels:
+                raise ValueError(
+                    f"`{name}` needs one value per input band ({self.num_channels}), got {getattr(self, name)}"
+                )
+        if any(not s > 0 for s in self.input_db_std):
+            raise ValueError(f"`input_db_std` must be positive, got {self.input_db_std}")
+        if len(self.input_clip_db) != 2 or not self.input_clip_db[0] < self.input_clip_db[1]:
+            raise ValueError(f"`input_clip_db` must be [low, high] with low < high, got {self.input_clip_db}")
+
+
+__all__ = ["SarMixMAEConfig"]

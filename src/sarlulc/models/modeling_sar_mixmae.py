@@ -1,0 +1,934 @@
+"""SAR-W-MixMAE: a hierarchical Swin-style encoder pretrained as a mixed-and-masked autoencoder on SAR backscatter.
+
+Three models share one encoder, [`SarMixMAEModel`]:
+
+- [`SarMixMAEModel`]: patch embedding -> four stages of (non-shifted) window attention with a learned relative
+  position bias -> final LayerNorm. Optionally mixes the batch with its reverse under a binary mask and restricts
+  attention to tokens of the same source image (MixMAE's group-masked attention).
+- [`SarMixMAEBackbone`]: the encoder as a transformers backbone for segmentation heads: normalized feature maps of
+  the stages named in `config.out_features`, plus `"stem"` (the stride-4 patch embedding) for high-resolution
+  feature injection.
+- [`SarMixMAEForPreTraining`]: MixMAE pretraining (Liu et al., CVPR 2023) with the SAR-W-MixMAE backscatter-weighted
+  reconstruction loss (Caglayan et al., IGARSS 2025). See METHOD.md, section 2, for the semantics followed here.
+
+Layout note: MixMAE uses no shifted windows, so every block of a stage sees the same window partition. We therefore
+partition once when a stage starts and keep the tokens in window order `(batch * windows, window_area, channels)`
+for all of the stage's blocks (LayerNorm and MLP do not care about token order), instead of partitioning and
+reversing in every block as shifted-window Swin must. The group mask is built once per stage per forward, is shared
+by the whole batch (one mixing mask per batch), and is folded into each block's relative position bias.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BackboneOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .configuration_sar_mixmae import SarMixMAEConfig
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Output dataclasses
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SarMixMAEModelOutput(ModelOutput):
+    """
+    Outputs of [`SarMixMAEModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, height * width, hidden_size)`):
+            Last stage's tokens after the final LayerNorm (stride `config.encoder_stride`).
+        stem_hidden_state (`torch.FloatTensor` of shape `(batch_size, embed_dim, height, width)`, *optional*):
+            The patch embedding (stride `patch_size`), after mixing and position embedding; with
+            `output_hidden_states=True`.
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            One entry per stage, `(batch_size, tokens, channels)`, the stage output before patch merging; with
+            `output_hidden_states=True`.
+        reshaped_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
+            The same as maps, `(batch_size, channels, height, width)`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    stem_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SarMixMAEForPreTrainingOutput(ModelOutput):
+    """
+    Outputs of [`SarMixMAEForPreTraining`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`):
+            Backscatter-weighted (or plain) dual-reconstruction MSE over every token of every image.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_units, encoder_stride**2 * num_channels)`):
+            Per-image reconstruction of every mixing unit, each predicted by the decoder branch in which it was
+            hidden, in the (per-patch normalized, if `norm_pix_loss`) target space. `unpatchify` turns it into images.
+        mask (`torch.BoolTensor` of shape `(1, num_units)`):
+            The mixing mask `M` shared by the batch: `True` where a mixed image holds its partner's token.
+        loss_weights (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`):
+            Per-pixel weight of the squared error (0 on invalid pixels).
+        hidden_states, reshaped_hidden_states: as in [`SarMixMAEModelOutput`] (of the mixed batch).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    mask: torch.BoolTensor | None = None
+    loss_weights: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Helpers: position embeddings, windows, masks
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def sincos_position_embedding_2d(
+    height: int, width: int, dim: int, device=None, dtype=torch.float32, temperature: float = 10000.0
+) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding `(height * width, dim)`: half the channels encode the row, half the
+    column, each as sin/cos pairs over geometric frequencies (as in MAE / MixMAE)."""
+    if dim % 4 != 0:
+        raise ValueError(f"2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
+    rows = torch.arange(height, device=device, dtype=torch.float32)[:, None] * omega[None, :]
+    cols = torch.arange(width, device=device, dtype=torch.float32)[:, None] * omega[None, :]
+    rows = torch.cat([rows.sin(), rows.cos()], dim=1)[:, None, :].expand(height, width, 2 * quarter)
+    cols = torch.cat([cols.sin(), cols.cos()], dim=1)[None, :, :].expand(height, width, 2 * quarter)
+    return torch.cat([rows, cols], dim=-1).reshape(height * width, dim).to(dtype)
+
+
+def window_partition(hidden_states: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """`(B, H, W, C)` -> `(B, wh * ww, num_windows, C)`: position inside the window major, window minor.
+
+    This token-major order lets the attention output `(B, N, num_windows * heads, head_dim)` be read back as
+    `(B, N, num_windows, C)` without a transpose (see [`SarMixMAEWindowAttention`]).
+    """
+    batch, height, width, channels = hidden_states.shape
+    wh, ww = window
+    hidden_states = hidden_states.view(batch, height // wh, wh, width // ww, ww, channels)
+    return hidden_states.permute(0, 2, 4, 1, 3, 5).reshape(batch, wh * ww, -1, channels)
+
+
+def window_reverse(windows: torch.Tensor, window: tuple[int, int], height: int, width: int) -> torch.Tensor:
+    """Inverse of [`window_partition`]: `(B, wh * ww, num_windows, C)` -> `(B, H, W, C)`."""
+    wh, ww = window
+    batch, channels = windows.shape[0], windows.shape[-1]
+    windows = windows.view(batch, wh, ww, height // wh, width // ww, channels)
+    return windows.permute(0, 3, 1, 4, 2, 5).reshape(batch, height, width, channels)
+
+
+def upsample_unit_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
+    """Nearest upsampling of a `(..., h, w)` mask by an integer factor."""
+    if factor == 1:
+        return mask
+    return mask.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+
+
+def relative_position_index(window: tuple[int, int], table_window: int) -> torch.Tensor:
+    """Index into a `(2 * table_window - 1) ** 2` bias table for every (query, key) pair of a `window`-sized window.
+
+    A window smaller than the table's (a stage grid smaller than the configured window) uses the central part of
+    the table, so one learned table serves every input size.
+    """
+    wh, ww = window
+    coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(1)  # 2, N
+    relative = coords[:, :, None] - coords[:, None, :] + (table_window - 1)  # 2, N, N in [0, 2*table_window-2]
+    return relative[0] * (2 * table_window - 1) + relative[1]
+
+
+def random_mixing_mask(
+    num_units: tuple[int, int],
+    mask_ratio: float,
+    device=None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One MixMAE mask for a whole batch: `(1, h, w)` bool with exactly `round(h * w * mask_ratio)` `True` units."""
+    h, w = num_units
+    total = h * w
+    num_masked = round(total * mask_ratio)
+    noise = torch.rand(total, device=device, generator=generator)
+    order = noise.argsort()
+    mask = torch.zeros(total, dtype=torch.bool, device=device)
+    mask[order[:num_masked]] = True
+    return mask.view(1, h, w)
+
+
+def mix_with_reversed_batch(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MixMAE mixing: sample `i` keeps its own values where `mask` is False and takes sample `B-1-i`'s where True.
+
+    `values` `(B, C, H, W)` (pixels) or `(B, H, W, C)` (tokens); `mask` bool, broadcastable to one sample's grid
+    (`(1, 1, H, W)` or `(1, H, W, 1)`). An odd batch's middle sample is mixed with itself. `torch.where` selects, so
+    no gradient reaches the unselected sample.
+    """
+    return torch.where(mask, values.flip(0), values)
+
+
+def unmix_to_branches(latent: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tensor) -> torch.Tensor:
+    """Two decoder sequences per mixed image, stacked along the batch: `(B, L, D)` -> `(2B, L, D)`.
+
+    Branch 1 (rows `0..B-1`) keeps the tokens where `mask` is False (mixed image j's own) and puts `mask_token` where
+    it is True; branch 2 (rows `B..2B-1`) keeps the tokens where `mask` is True (those of image B-1-j) and puts
+    `mask_token` where it is False. `mask` `(1, L, 1)` bool.
+    """
+    mask_token = mask_token.to(latent.dtype)
+    branch_own = torch.where(mask, mask_token, latent)
+    branch_partner = torch.where(mask, latent, mask_token)
+    return torch.cat([branch_own, branch_partner], dim=0)
+
+
+def gather_dual_reconstruction(decoded: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image predictions of every unit from the branch in which it was hidden: `(2B, L, D)` -> `(B, L, D)`.
+
+    Image i's units with `mask` True were hidden in mixed image i (branch 1 of i); its units with `mask` False were
+    hidden in mixed image B-1-i, whose branch 2 reconstructs image i. `mask` `(1, L, 1)` bool.
+    """
+    batch = decoded.shape[0] // 2
+    return torch.where(mask, decoded[:batch], decoded[batch:].flip(0))
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain attention: `softmax(q k^T * scaling + mask) v`; returns `(batch, seq, heads, head_dim)` and weights."""
+    # In place on the fresh score tensor: neither op's backward needs the scores, so this saves two full-size
+    # allocations per call.
+    attn_weights = torch.matmul(query, key.transpose(-1, -2)).mul_(scaling)
+    if attention_mask is not None:
+        attn_weights = attn_weights.add_(attention_mask)
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encoder modules
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class SarMixMAEDropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch of a sample with probability `drop_prob` (training only)."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        random = torch.empty(shape, dtype=hidden_states.dtype, device=hidden_states.device).bernoulli_(keep)
+        return hidden_states * random / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.drop_prob}"
+
+
+class SarMixMAEPatchEmbeddings(nn.Module):
+    """Non-overlapping `patch_size` x `patch_size` patches -> tokens, then LayerNorm. Output `(B, H/p, W/p, C)`.
+
+    The weights are an ordinary stride-`p` convolution's, but applied as one matrix product on unfolded patches: the
+    same arithmetic, produced directly in the channels-last layout the encoder works in (a convolution's NCHW output
+    would need a transposed copy before the LayerNorm, which costs more than the convolution itself on CPU).
+    """
+
+    def __init__(self, config: SarMixMAEConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.num_channels = config.num_channels
+        self.projection = nn.Conv2d(
+            config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != self.num_channels:
+            raise ValueError(
+                f"pixel_values must be (batch, {self.num_channels}, height, width), got {tuple(pixel_values.shape)}"
+            )
+        batch, channels, height, width = pixel_values.shape
+        p = self.patch_size
+        patches = pixel_values.reshape(batch, channels, height // p, p, width // p, p)
+        patches = patches.permute(0, 2, 4, 1, 3, 5).reshape(batch, height // p, width // p, channels * p * p)
+        weight = self.projection.weight.reshape(self.projection.out_channels, -1)
+        return self.norm(nn.functional.linear(patches, weight, self.projection.bias))
+
+
+class SarMixMAEEmbeddings(nn.Module):
+    """Patch embedding, optional MixMAE mixing of the batch with its reverse, fixed sin-cos position embedding."""
+
+    def __init__(self, config: SarMixMAEConfig):
+        super().__init__()
+        self.patch_embeddings = SarMixMAEPatchEmbeddings(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.encoder_stride = config.encoder_stride
+
+    def forward(self, pixel_values: torch.Tensor, mixing_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mixing_mask is not None:
+            # The patch embedding and its LayerNorm act on each patch alone and the mask is patch-aligned, so mixing
+            # the pixels is exactly mixing the tokens (METHOD.md: "after patch embedding"), on fewer values.
+            pixel_mask = upsample_unit_mask(mixing_mask.to(torch.bool), self.encoder_stride)
+            pixel_values = mix_with_reversed_batch(pixel_values, pixel_mask[:, None])
+        embeddings = self.patch_embeddings(pixel_values)
+        _, height, width, channels = embeddings.shape
+        position = sincos_position_embedding_2d(height, width, channels, embeddings.device, embeddings.dtype)
+        embeddings = embeddings + position.view(1, height, width, channels)
+        return self.dropout(embeddings)
+
+
+class SarMixMAEWindowAttention(nn.Module):
+    """Multi-head self-attention inside windows with a learned relative position bias.
+
+    Input `(batch, window_area, num_windows, dim)` (see [`window_partition`]). `window_mask` (bool,
+    `(num_windows, window_area, window_area)`, `True` = may attend) carries MixMAE's group mask and/or the padding
+    mask; it is shared by the whole batch and merged with the bias once per call, never copied per image.
+
+    The windows are folded into the head axis, `(B, nW * heads, N, d)`, so the `(nW * heads, N, N)` bias broadcasts
+    over the batch alone (kernels reduce its gradient far faster over a few images than over thousands of windows),
+    and the attention output `(B, N, nW * heads, d)` is already the block's token layout.
+    """
+
+    def __init__(self, config: SarMixMAEConfig, dim: int, num_heads: int, window_size: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.window_size = window_size
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+        self.qkv = nn.Linear(dim, 3 * dim, bias=config.qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer(
+            "relative_position_index",
+            relative_position_index((window_size, window_size), window_size).flatten(),
+            persistent=False,
+        )
+
+    def relative_position_bias(self, window: tuple[int, int]) -> torch.Tensor:
+        """`(num_heads, N, N)` bias for a `window`-sized window (the configured one or a smaller one)."""
+        area = window[0] * window[1]
+        if window == (self.window_size, self.window_size):
+            index = self.relative_position_index
+        else:
+            index = (
+                relative_position_index(window, self.window_size).flatten().to(self.relative_position_bias_table.device)
+            )
+        bias = self.relative_position_bias_table[index].view(area, area, self.num_heads)
+        return bias.permute(2, 0, 1)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        window: tuple[int, int],
+        window_mask: torch.Tensor | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        batch, area, num_windows, dim = hidden_states.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        qkv = self.qkv(hidden_states).view(batch, area, num_windows, 3, heads, head_dim)
+        qkv = qkv.permute(3, 0, 2, 4, 1, 5).reshape(3, batch, num_windows * heads, area, head_dim)
+        query, key, value = qkv.unbind(0)
+
+        bias = self.relative_position_bias(window).to(query.dtype).unsqueeze(0)  # (1, heads, N, N)
+        if window_mask is None:
+            attention_mask = bias.expand(num_windows, -1, -1, -1)
+        else:
+            attention_mask = bias.masked_fill(~window_mask[:, None], torch.finfo(bias.dtype).min)
+        attention_mask = attention_mask.reshape(1, num_windows * heads, area, area)
+
+        implementation = self.config._attn_implementation
+        if implementation == "sdpa" and query.device.type == "cpu" and attention_mask.requires_grad:
+            # PyTorch's CPU SDPA has no fused kernel that returns a gradient for an additive mask (our learned bias):
+            # it falls back to an unfused path with extra safety passes, slower than the plain computation, which we
+            # run instead. Inference, and CUDA (memory-efficient kernel with bias gradient), keep SDPA.
+            implementation = "eager"
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        attn_output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+            **kwargs,
+        )
+        return self.proj(attn_output.view(batch, area, num_windows, dim))
+
+
+class SarMixMAEMLP(nn.Module):
+    def __init__(self, config: SarMixMAEConfig, dim: int, mlp_ratio: float | None = None):
+        super().__init__()
+        hidden = int(dim * (config.mlp_ratio if mlp_ratio is None else mlp_ratio))
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
+
+
+class SarMixMAEBlock(GradientCheckpointingLayer):
+    """Pre-norm transformer block with window attention, operating on window-ordered tokens."""
+
+    def __init__(self, config: SarMixMAEConfig, dim: int, num_heads: int, window_size: int, drop_path: float):
+        super().__init__()
+        self.layernorm_before = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attention = SarMixMAEWindowAttention(config, dim, num_heads, window_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.drop_path = SarMixMAEDropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.layernorm_after = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = SarMixMAEMLP(config, dim)
+
+    def forward(
+        self, hidden_states: torch.Tensor, window: tuple[int, int], window_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        attention = self.attention(self.layernorm_before(hidden_states), window, window_mask)
+        hidden_states = hidden_states + self.drop_path(self.dropout(attention))
+        return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
+
+
+class SarMixMAEPatchMerging(nn.Module):
+    """2x2 neighbouring tokens -> one token of twice the width: concat (4C), LayerNorm, linear to 2C."""
+
+    def __init__(self, config: SarMixMAEConfig, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim, eps=config.layer_norm_eps)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, height, width, channels = hidden_states.shape
+        if height % 2 or width % 2:
+            hidden_states = nn.functional.pad(hidden_states, (0, 0, 0, width % 2, 0, height % 2))
+            height, width = height + height % 2, width + width % 2
+        hidden_states = hidden_states.view(batch, height // 2, 2, width // 2, 2, channels)
+        hidden_states = hidden_states.permute(0, 1, 3, 4, 2, 5).reshape(batch, height // 2, width // 2, 4 * channels)
+        return self.reduction(self.norm(hidden_states))
+
+
+class SarMixMAEStage(nn.Module):
+    """Blocks of one resolution; tokens enter and leave as maps `(B, H, W, C)` and stay window-ordered inside."""
+
+    def __init__(self, config: SarMixMAEConfig, stage: int, drop_path: list[float]):
+        super().__init__()
+        dim = config.embed_dim * 2**stage
+        self.window_size = config.window_size[stage]
+        self.blocks = nn.ModuleList(
+            [
+                SarMixMAEBlock(config, dim, config.num_heads[stage], self.window_size, drop_path[i])
+                for i in range(config.depths[stage])
+            ]
+        )
+
+    def effective_window(self, height: int, width: int) -> tuple[int, int]:
+        return min(self.window_size, height), min(self.window_size, width)
+
+    def forward(self, hidden_states: torch.Tensor, group_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`hidden_states` `(B, H, W, C)`; `group_mask` `(H, W)` bool source-image id per token, shared by the batch."""
+        height, width = hidden_states.shape[1:3]
+        window = self.effective_window(height, width)
+        pad_h, pad_w = (-height) % window[0], (-width) % window[1]
+        padded_h, padded_w = height + pad_h, width + pad_w
+        if pad_h or pad_w:
+            hidden_states = nn.functional.pad(hidden_states, (0, 0, 0, pad_w, 0, pad_h))
+        window_mask = self.window_mask(group_mask, (height, width), (pad_h, pad_w), window, hidden_states.device)
+
+        windows = window_partition(hidden_states, window)
+        for block in self.blocks:
+            windows = block(windows, window, window_mask)
+        hidden_states = window_reverse(windows, window, padded_h, padded_w)
+        if pad_h or pad_w:
+            hidden_states = hidden_states[:, :height, :width].contiguous()
+        return hidden_states
+
+    @staticmethod
+    def window_mask(
+        group_mask: torch.Tensor | None,
+        grid: tuple[int, int],
+        padding: tuple[int, int],
+        window: tuple[int, int],
+        device: torch.device,
+    ) -> torch.Tensor | None:
+        """`(num_windows, N, N)` bool, `True` where query p may attend to key q, or `None` when nothing is masked.
+
+        Built once per stage and forward pass: the same for every image of the batch and every block of the stage.
+        """
+        pad_h, pad_w = padding
+        if group_mask is None and not (pad_h or pad_w):
+            return None
+        height, width = grid
+        allowed = None
+        if group_mask is not None:
+            groups = group_mask.to(device=device, dtype=torch.int8)
+            if pad_h or pad_w:
+                groups = nn.functional.pad(groups, (0, pad_w, 0, pad_h))
+            groups = window_partition(groups.view(1, height + pad_h, width + pad_w, 1), window)[0, :, :, 0].T  # nW, N
+            allowed = groups[:, :, None] == groups[:, None, :]
+        if pad_h or pad_w:
+            real = torch.ones(1, height, width, 1, dtype=torch.int8, device=device)
+            real = nn.functional.pad(real, (0, 0, 0, pad_w, 0, pad_h))
+            real_keys = window_partition(real, window)[0, :, :, 0].T.bool()[:, None, :]  # nW, 1, N
+            allowed = real_keys if allowed is None else allowed & real_keys
+            allowed = allowed.expand(-1, window[0] * window[1], -1)
+        return allowed
+
+
+class SarMixMAEEncoder(nn.Module):
+    def __init__(self, config: SarMixMAEConfig):
+        super().__init__()
+        total = sum(config.depths)
+        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        self.stages = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        start = 0
+        for stage in range(config.num_layers):
+            depth = config.depths[stage]
+            self.stages.append(SarMixMAEStage(config, stage, rates[start : start + depth]))
+            start += depth
+            if stage < config.num_layers - 1:
+                self.downsamples.append(SarMixMAEPatchMerging(config, config.embed_dim * 2**stage))
+
+    def forward(
+        self, hidden_states: torch.Tensor, group_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """`hidden_states` `(B, H, W, C)`; `group_mask` `(h_last, w_last)` at the last stage's grid or `None`.
+
+        Returns the last stage's map and every stage's output map (before merging).
+        """
+        stage_outputs = []
+        num_stages = len(self.stages)
+        for index, stage in enumerate(self.stages):
+            stage_mask = None
+            unit = 2 ** (num_stages - 1 - index)  # tokens per mixing unit side at this stage
+            # A window that tiles inside one mixing unit never sees two source images: no mask needed there.
+            if group_mask is not None and unit % stage.window_size != 0:
+                stage_mask = upsample_unit_mask(group_mask, unit)
+            hidden_states = stage(hidden_states, stage_mask)
+            stage_outputs.append(hidden_states)
+            if index < num_stages - 1:
+                hidden_states = self.downsamples[index](hidden_states)
+        return hidden_states, stage_outputs
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pretrained model base
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+# Every Auto class a sarlulc encoder checkpoint answers to, for loading with only `trust_remote_code=True`:
+# transformers writes the saved class's entry alone.
+SAR_MIXMAE_AUTO_MAP = {
+    "AutoConfig": "configuration_sar_mixmae.SarMixMAEConfig",
+    "AutoModel": "modeling_sar_mixmae.SarMixMAEModel",
+    "AutoModelForPreTraining": "modeling_sar_mixmae.SarMixMAEForPreTraining",
+    "AutoBackbone": "modeling_sar_mixmae.SarMixMAEBackbone",
+}
+
+
+class SarMixMAEPreTrainedModel(PreTrainedModel):
+    config: SarMixMAEConfig
+    config_class = SarMixMAEConfig
+    base_model_prefix = "sar_mixmae"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SarMixMAEBlock", "SarMixMAEDecoderBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        if self._auto_class is not None:  # registered for remote code (importing sarlulc does this)
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **SAR_MIXMAE_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            # Patch embedding as a linear layer on flattened patches (MAE's choice).
+            fan_in = module.in_channels * module.kernel_size[0] * module.kernel_size[1]
+            bound = math.sqrt(6.0 / (fan_in + module.out_channels))
+            init.uniform_(module.weight, -bound, bound)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, SarMixMAEWindowAttention):
+            init.trunc_normal_(module.relative_position_bias_table, std=std)
+            window = (module.window_size, module.window_size)
+            init.copy_(module.relative_position_index, relative_position_index(window, module.window_size).flatten())
+        elif isinstance(module, SarMixMAEForPreTraining):
+            init.normal_(module.mask_token, std=std)
+
+
+def _check_input_size(config: SarMixMAEConfig, pixel_values: torch.Tensor) -> None:
+    height, width = pixel_values.shape[-2:]
+    stride = config.encoder_stride
+    if height % stride or width % stride:
+        raise ValueError(
+            f"input height and width must be multiples of the encoder stride {stride}, got {height}x{width}; "
+            "pad the tile (the image processor and predict_scene do) or crop it"
+        )
+
+
+class SarMixMAEModel(SarMixMAEPreTrainedModel):
+    """The SAR-W-MixMAE encoder: patch embedding, four window-attention stages with patch merging, LayerNorm."""
+
+    def __init__(self, config: SarMixMAEConfig):
+        super().__init__(config)
+        self.embeddings = SarMixMAEEmbeddings(config)
+        self.encoder = SarMixMAEEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        mixing_mask: torch.Tensor | None = None,
+        attention_group_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SarMixMAEModelOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Normalized backscatter (see `SarImageProcessor`); height and width multiples of `config.encoder_stride`.
+        mixing_mask (`torch.BoolTensor` of shape `(1, h, w)` at the last stage's grid, *optional*):
+            MixMAE mixing: image `i` takes image `B-1-i`'s tokens where the mask is `True`.
+        attention_group_mask (`torch.BoolTensor` of shape `(1, h, w)` or `(h, w)`, *optional*):
+            Source-image id of every last-stage unit, shared by the batch; tokens attend only to tokens with the same
+            id. Pass the mixing mask here to stop information flowing between mixed images.
+        output_hidden_states (`bool`, *optional*):
+            Return every stage's output and the stem.
+        """
+        _check_input_size(self.config, pixel_values)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        group_mask = None
+        if attention_group_mask is not None:
+            group_mask = attention_group_mask.reshape(attention_group_mask.shape[-2:])
+        embeddings = self.embeddings(pixel_values, mixing_mask)
+        last_map, stage_maps = self.encoder(embeddings, group_mask)
+        batch = last_map.shape[0]
+        last_hidden_state = self.layernorm(last_map.reshape(batch, -1, last_map.shape[-1]))
+
+        hidden_states = reshaped = stem = None
+        if output_hidden_states:
+            hidden_states = tuple(m.reshape(batch, -1, m.shape[-1]) for m in stage_maps)
+            reshaped = tuple(m.permute(0, 3, 1, 2) for m in stage_maps)
+            stem = embeddings.permute(0, 3, 1, 2)
+        return SarMixMAEModelOutput(
+            last_hidden_state=last_hidden_state,
+            stem_hidden_state=stem,
+            hidden_states=hidden_states,
+            reshaped_hidden_states=reshaped,
+        )
+
+
+class SarMixMAEBackbone(BackboneMixin, SarMixMAEPreTrainedModel):
+    """The encoder as a backbone: LayerNorm-ed feature maps `(B, C, H, W)` of `config.out_features`.
+
+    `"stem"` is the stride-`patch_size` patch embedding (high-resolution detail for injection), `"stageN"` the output
+    of stage N before patch merging (strides 4, 8, 16, 32 by default).
+    """
+
+    def __init__(self, config: SarMixMAEConfig):
+        super().__init__(config)
+        self.sar_mixmae = SarMixMAEModel(config)
+        self.num_features = [config.embed_dim] + [config.embed_dim * 2**i for i in range(config.num_layers)]
+        self.hidden_states_norms = nn.ModuleDict(
+            {
+                stage: nn.LayerNorm(channels, eps=config.layer_norm_eps)
+                for stage, channels in zip(self.out_features, self.channels)
+            }
+        )
+        self.post_init()
+
+    @can_return_tuple
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs) -> BackboneOutput:
+        outputs = self.sar_mixmae(pixel_values, output_hidden_states=True, return_dict=True)
+        maps = {"stem": outputs.stem_hidden_state}
+        maps.update({f"stage{i + 1}": m for i, m in enumerate(outputs.reshaped_hidden_states)})
+        feature_maps = []
+        for stage in self.out_features:
+            feature = maps[stage].permute(0, 2, 3, 1)
+            feature_maps.append(self.hidden_states_norms[stage](feature).permute(0, 3, 1, 2).contiguous())
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        return BackboneOutput(
+            feature_maps=tuple(feature_maps),
+            hidden_states=outputs.reshaped_hidden_states if output_hidden_states else None,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pretraining: decoder, loss
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class SarMixMAEDecoderAttention(nn.Module):
+    """Full multi-head self-attention over the (few) last-stage tokens of one decoder branch."""
+
+    def __init__(self, config: SarMixMAEConfig, dim: int, num_heads: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
+        self.qkv = nn.Linear(dim, 3 * dim, bias=config.qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.unbind(0)
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, _ = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+        )
+        return self.proj(attn_output.reshape(batch, length, dim))
+
+
+class SarMixMAEDecoderBlock(GradientCheckpointingLayer):
+    def __init__(self, config: SarMixMAEConfig):
+        super().__init__()
+        dim = config.decoder_embed_dim
+        self.layernorm_before = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attention = SarMixMAEDecoderAttention(config, dim, config.decoder_num_heads)
+        self.layernorm_after = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = SarMixMAEMLP(config, dim)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.attention(self.layernorm_before(hidden_states))
+        return hidden_states + self.mlp(self.layernorm_after(hidden_states))
+
+
+class BackscatterWeightedMSE(nn.Module):
+    """SAR-W-MixMAE's pixel loss: squared error weighted by `exp(-P_norm / tau)` of the target's backscatter power.
+
+    `P` is linear power recovered from the *un-normalized* input (`dB = x * std + mean`, `P = 10 ** (dB / 10)`, the
+    mean over bands for HH+HV), normalized per image to [0, 1] by its own min and max over valid pixels (or by a fixed
+    global scale). Dark pixels (water, smooth surfaces) weigh most, speckle-dominated bright outliers least. With
+    `loss_weighting="none"` every valid pixel weighs 1 (plain MixMAE).
+    """
+
+    def __init__(self, config: SarMixMAEConfig):
+        super().__init__()
+        self.weighting = config.loss_weighting
+        self.tau = config.backscatter_tau
+        self.normalization = config.backscatter_normalization
+        self.global_max = config.backscatter_global_max or 10.0 ** (config.input_clip_db[1] / 10.0)
+        self.reduction = config.loss_reduction
+        self.db_mean = tuple(config.input_db_mean)
+        self.db_std = tuple(config.input_db_std)
+
+    def pixel_weights(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
+        """`(B, 1, H, W)` float32 weights; 0 where `pixel_mask` is False."""
+        batch, channels, height, width = pixel_values.shape
+        valid = (
+            torch.ones(batch, 1, height, width, dtype=torch.bool, device=pixel_values.device)
+            if pixel_mask is None
+            else pixel_mask.reshape(batch, 1, height, width).to(torch.bool)
+        )
+        if self.weighting == "none":
+            return valid.float()
+        values = pixel_values.detach().float()
+        mean = torch.tensor(self.db_mean, device=values.device).view(1, channels, 1, 1)
+        std = torch.tensor(self.db_std, device=values.device).view(1, channels, 1, 1)
+        power = torch.pow(10.0, (values * std + mean) / 10.0).mean(dim=1, keepdim=True)
+        if self.normalization == "per_image":
+            big = torch.finfo(power.dtype).max
+            low = power.masked_fill(~valid, big).amin(dim=(1, 2, 3), keepdim=True)
+            high = power.masked_fill(~valid, -big).amax(dim=(1, 2, 3), keepdim=True)
+            span = (high - low).clamp_min(torch.finfo(power.dtype).tiny)
+            normalized = ((power - low) / span).clamp(0.0, 1.0)
+        else:
+            normalized = (power / self.global_max).clamp(0.0, 1.0)
+        return torch.exp(-normalized / self.tau) * valid
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """`prediction`, `target` `(B, L, P*P*C)`; `weights` `(B, L, P*P*C)` already broadcast to every value."""
+        error = (prediction.float() - target.float()) ** 2
+        weighted = (error * weights).sum()
+        if self.reduction == "weighted_mean":
+            return weighted / weights.sum().clamp_min(1e-12)
+        count = (weights > 0).sum().clamp_min(1)
+        return weighted / count
+
+
+class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
+    """MixMAE pretraining with the SAR-W-MixMAE loss.
+
+    One random mask `M` per batch on the last stage's grid (`mask_ratio` of the units); image `i` is mixed with image
+    `B-1-i`; one encoder pass with group-masked attention; unmixing into two decoder branches per mixed image (branch 1
+    keeps the `M = 0` tokens, branch 2 the `M = 1` tokens, a learned mask token elsewhere); a light transformer
+    decoder predicts `encoder_stride**2 * C` pixel values per unit. Every unit of every image is predicted from the
+    branch in which it was hidden (dual reconstruction), and the backscatter-weighted MSE is taken over all of them.
+    """
+
+    def __init__(self, config: SarMixMAEConfig):
+        super().__init__(config)
+        self.sar_mixmae = SarMixMAEModel(config)
+        self.decoder_embed = nn.Linear(config.hidden_size, config.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_embed_dim))
+        self.decoder_blocks = nn.ModuleList([SarMixMAEDecoderBlock(config) for _ in range(config.decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(config.decoder_embed_dim, eps=config.layer_norm_eps)
+        self.decoder_pred = nn.Linear(
+            config.decoder_embed_dim, config.encoder_stride**2 * config.num_channels, bias=True
+        )
+        self.loss_fn = BackscatterWeightedMSE(config)
+        self.post_init()
+
+    # -- patch helpers ------------------------------------------------------------------------------------------------
+    def patchify(self, images: torch.Tensor) -> torch.Tensor:
+        """`(B, C, H, W)` -> `(B, L, p*p*C)` with `p = encoder_stride`, pixel-major then channel."""
+        p = self.config.encoder_stride
+        batch, channels, height, width = images.shape
+        patches = images.reshape(batch, channels, height // p, p, width // p, p)
+        return patches.permute(0, 2, 4, 3, 5, 1).reshape(batch, (height // p) * (width // p), p * p * channels)
+
+    def unpatchify(self, patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Inverse of [`patchify`]: `(B, L, p*p*C)` -> `(B, C, H, W)`."""
+        p = self.config.encoder_stride
+        batch = patches.shape[0]
+        channels = patches.shape[-1] // (p * p)
+        images = patches.reshape(batch, height // p, width // p, p, p, channels)
+        return images.permute(0, 5, 1, 3, 2, 4).reshape(batch, channels, height, width)
+
+    def sample_mixing_mask(
+        self, units: tuple[int, int], device: torch.device, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        ratio = self.config.mask_ratio
+        if self.training and self.config.range_mask_ratio > 0:
+            extra = torch.rand((), generator=generator, device=device).item() * self.config.range_mask_ratio
+            ratio = ratio + extra
+        return random_mixing_mask(units, ratio, device=device, generator=generator)
+
+    def targets(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        target = self.patchify(pixel_values.float())
+        if self.config.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True, unbiased=True)
+            target = (target - mean) / (var + 1.0e-6).sqrt()
+        return target
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        mixing_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ) -> SarMixMAEForPreTrainingOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Normalized backscatter, as produced by `SarImageProcessor`.
+        pixel_mask (`torch.BoolTensor` of shape `(batch_size, height, width)`, *optional*):
+            Valid pixels; invalid ones (nodata) weigh 0 in the loss.
+        mixing_mask (`torch.BoolTensor` of shape `(1, h, w)` at the last stage's grid, *optional*):
+            A given MixMAE mask (tests, analysis); a random one with `config.mask_ratio` otherwise.
+        generator (`torch.Generator`, *optional*):
+            Source of randomness for the mask.
+        """
+        _check_input_size(self.config, pixel_values)
+        height, width = pixel_values.shape[-2:]
+        stride = self.config.encoder_stride
+        units = (height // stride, width // stride)
+        if mixing_mask is None:
+            mixing_mask = self.sample_mixing_mask(units, pixel_values.device, generator)
+        mixing_mask = mixing_mask.to(device=pixel_values.device, dtype=torch.bool).reshape(1, *units)
+
+        outputs = self.sar_mixmae(
+            pixel_values,
+            mixing_mask=mixing_mask,
+            attention_group_mask=mixing_mask,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        latent = self.decoder_embed(outputs.last_hidden_state)  # (B, L, D)
+        flat_mask = mixing_mask.reshape(1, -1, 1)
+        decoded = unmix_to_branches(latent, flat_mask, self.mask_token)
+        position = sincos_position_embedding_2d(*units, latent.shape[-1], latent.device, latent.dtype)
+        decoded = decoded + position.unsqueeze(0)
+        for block in self.decoder_blocks:
+            decoded = block(decoded)
+        # Norm and head act per token, so picking each unit's branch first gives the same predictions for half the
+        # work.
+        logits = self.decoder_pred(self.decoder_norm(gather_dual_reconstruction(decoded, flat_mask)))
+
+        weights = self.loss_fn.pixel_weights(pixel_values, pixel_mask)
+        weights_per_value = self.patchify(weights)
+        if self.config.num_channels > 1:
+            weights_per_value = weights_per_value.repeat_interleave(self.config.num_channels, dim=-1)
+        loss = self.loss_fn(logits, self.targets(pixel_values), weights_per_value)
+
+        return SarMixMAEForPreTrainingOutput(
+            loss=loss,
+            logits=logits,
+            mask=mixing_mask.reshape(1, -1),
+            loss_weights=weights,
+            hidden_states=outputs.hidden_states,
+            reshaped_hidden_states=outputs.reshaped_hidden_states,
+        )
+
+
+__all__ = [
+    "BackscatterWeightedMSE",
+    "SarMixMAEBackbone",
+    "SarMixMAEForPreTraining",
+    "SarMixMAEModel",
+    "SarMixMAEPreTrainedModel",
+    "gather_dual_reconstruction",
+    "mix_with_reversed_batch",
+    "unmix_to_branches",
+]

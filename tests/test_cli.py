@@ -1,0 +1,91 @@
+"""The ``sarlulc`` command line: ``synth`` and ``demo``, run in-process through ``sarlulc.cli.main``."""
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import rasterio
+
+from sarlulc.cli import build_parser, main, run_demo
+from sarlulc.data.classes import LULC_9
+
+
+@pytest.fixture(autouse=True)
+def hf_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache / "datasets")
+
+
+def test_help_lists_the_subcommands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "synth" in out and "demo" in out
+    for command in ("synth", "demo"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+
+
+def test_synth_2048_writes_a_georeferenced_pair(tmp_path, capsys):
+    out = tmp_path / "synthetic"
+    assert main(["synth", "--size", "2048", "--seed", "0", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    scene_path, labels_path = out / "scene.tif", out / "labels.tif"
+    assert str(scene_path) in printed and str(labels_path) in printed
+    with rasterio.open(scene_path) as scene, rasterio.open(labels_path) as labels:
+        assert scene.crs.to_epsg() == 4326 and labels.crs == scene.crs
+        assert scene.transform == labels.transform
+        assert scene.transform.a == pytest.approx(1 / 10800) and scene.transform.e == pytest.approx(-1 / 10800)
+        assert scene.shape == labels.shape == (2048, 2048)
+        assert scene.nodata == 0 and labels.nodata == 0
+        assert scene.dtypes == ("uint16",) and labels.dtypes == ("uint8",)
+        codes = labels.read(1, out_shape=(256, 256))
+    assert set(np.unique(codes).tolist()) <= set(range(15))
+    assert "Solar panel" in printed and "Wetland" in printed
+
+
+def test_synth_utm_rectangular(tmp_path):
+    out = tmp_path / "utm"
+    assert main(["synth", "--size", "200x320", "--crs", "utm", "--looks", "2", "--out", str(out), "--no-progress"]) == 0
+    with rasterio.open(out / "scene.tif") as scene:
+        assert scene.shape == (200, 320) and scene.res == (10.0, 10.0)
+        assert scene.crs.to_epsg() // 100 == 326
+        assert float(scene.tags()["SARLULC_SYNTHETIC_LOOKS"]) == 2.0
+
+
+@pytest.mark.parametrize("size", ["12", "abc", "10x20x30"])
+def test_synth_rejects_bad_sizes(tmp_path, size):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["synth", "--size", size, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+
+
+def test_demo_prints_splits_and_statistics(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--size", "512", "--tile-size", "64", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    tiles = datasets.load_from_disk(str(out / "tiles"))
+    assert list(tiles) == ["train", "validation", "test"]
+    for name, dataset in tiles.items():
+        assert len(dataset) > 0
+        assert f"{name:<11} {len(dataset):>5} tiles" in printed
+    frequencies = json.loads((out / "class_frequencies.json").read_text())
+    assert frequencies["scheme"] == "lulc-9"
+    labels = np.asarray(tiles["train"].with_format("numpy", dtype=None)["label"])
+    expected = np.bincount(labels.ravel(), minlength=256)[: LULC_9.num_classes]
+    assert frequencies["counts"] == expected.tolist()
+    for name in LULC_9.names:
+        assert name in printed
+    bands = json.loads((out / "band_statistics.json").read_text())
+    assert f"mean {bands['mean'][0]:.3f} dB" in printed and -35 < bands["mean"][0] < 5
+
+
+def test_run_demo_returns_its_outputs(tmp_path):
+    lines = []
+    result = run_demo(tmp_path / "demo", size=256, tile_size=64, group_size=1, progress=False, echo=lines.append)
+    assert result.scene.exists() and result.labels.exists() and result.tiles.exists()
+    assert sum(result.split_sizes.values()) > 0
+    assert [line.split()[0] for line in lines if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]

@@ -1,0 +1,543 @@
+"""SAR-W-MixMAE: mixing, group-masked attention, dual reconstruction, the weighted loss, transformers integration."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+
+import sarlulc  # noqa: F401  (registers the Auto classes)
+from sarlulc import SarMixMAEBackbone, SarMixMAEConfig, SarMixMAEForPreTraining, SarMixMAEModel
+from sarlulc.models.modeling_sar_mixmae import (
+    SarMixMAEStage,
+    gather_dual_reconstruction,
+    mix_with_reversed_batch,
+    random_mixing_mask,
+    relative_position_index,
+    sincos_position_embedding_2d,
+    unmix_to_branches,
+    window_partition,
+    window_reverse,
+)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def small_config(**overrides) -> SarMixMAEConfig:
+    """128 px, 4 stages with grids 32/16/8/4 and windows 16/16/8/4: every stage needs the group mask."""
+    kwargs = dict(
+        image_size=128,
+        embed_dim=16,
+        depths=(1, 1, 1, 1),
+        num_heads=(1, 2, 2, 4),
+        window_size=(16, 16, 8, 4),
+        decoder_embed_dim=32,
+        decoder_depth=1,
+        decoder_num_heads=2,
+        input_db_mean=(-12.0,),
+        input_db_std=(6.0,),
+    )
+    kwargs.update(overrides)
+    return SarMixMAEConfig(**kwargs)
+
+
+def fixed_mask(units=(4, 4), seed=0) -> torch.Tensor:
+    return random_mixing_mask(units, 0.5, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (dict(window_size=(12, 16, 8, 4)), "window_size[0]"),
+        (dict(mask_ratio=0.0), "mask_ratio"),
+        (dict(mask_ratio=1.2), "mask_ratio"),
+        (dict(image_size=100), "image_size"),
+        (dict(num_heads=(3, 2, 2, 4)), "num_heads[0]"),
+        (dict(num_channels=3), "num_channels"),
+        (dict(loss_weighting="speckle"), "loss_weighting"),
+        (dict(backscatter_tau=0.0), "backscatter_tau"),
+        (dict(input_db_std=(0.0,)), "input_db_std"),
+        (dict(num_channels=2), "input_db_mean"),
+        (dict(decoder_num_heads=3), "decoder_num_heads"),
+        (dict(range_mask_ratio=0.6), "range_mask_ratio"),
+        (dict(depths=(1, 1, 1)), "num_heads"),
+    ],
+)
+def test_config_rejects_nonsense_naming_the_field(overrides, field):
+    with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        small_config(**overrides)
+
+
+def test_hub_configs_load_with_autoconfig():
+    tiny = AutoConfig.from_pretrained(os.path.join(REPO, "hub_configs", "sar-mixmae-tiny"))
+    base = AutoConfig.from_pretrained(os.path.join(REPO, "hub_configs", "sar-mixmae-base"))
+    assert isinstance(tiny, SarMixMAEConfig) and isinstance(base, SarMixMAEConfig)
+    assert (base.embed_dim, base.depths, base.num_heads) == (128, [2, 2, 18, 2], [4, 8, 16, 32])
+    assert (base.decoder_embed_dim, base.decoder_depth, base.decoder_num_heads) == (512, 8, 16)
+    assert tiny.embed_dim <= 48 and tiny.depths == [1, 1, 2, 1]
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = small_config(loss_weighting="none", backscatter_tau=0.5)
+    config.save_pretrained(tmp_path)
+    loaded = SarMixMAEConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Mixing and unmixing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_mixing_then_unmixing_recovers_each_images_visible_tokens():
+    batch, length, dim = 5, 16, 8
+    tokens = torch.randn(batch, length, dim)
+    mask = fixed_mask().reshape(1, length, 1)
+    mask_token = torch.randn(1, 1, dim)
+    mixed = mix_with_reversed_batch(tokens, mask)
+    branches = unmix_to_branches(mixed, mask, mask_token)
+    m = mask[0, :, 0]
+    for j in range(batch):
+        # branch 1 of mixed image j shows image j where M = 0 and the mask token elsewhere
+        assert torch.equal(branches[j][~m], tokens[j][~m])
+        assert torch.equal(branches[j][m], mask_token[0].expand(int(m.sum()), dim))
+        # branch 2 of mixed image j shows image B-1-j where M = 1 and the mask token elsewhere
+        assert torch.equal(branches[batch + j][m], tokens[batch - 1 - j][m])
+        assert torch.equal(branches[batch + j][~m], mask_token[0].expand(int((~m).sum()), dim))
+    # the odd batch's middle image is mixed with itself
+    assert torch.equal(mixed[batch // 2], tokens[batch // 2])
+
+
+def test_pixel_mixing_equals_token_mixing_after_patch_embedding():
+    model = SarMixMAEModel(small_config()).eval()
+    pixels = torch.randn(4, 1, 128, 128)
+    mask = fixed_mask()
+    embeddings = model.embeddings
+    mixed = embeddings(pixels, mask)
+    tokens = embeddings.patch_embeddings(pixels)  # (B, 32, 32, C)
+    token_mask = mask.repeat_interleave(8, 1).repeat_interleave(8, 2)[..., None]
+    expected = mix_with_reversed_batch(tokens, token_mask)
+    position = sincos_position_embedding_2d(32, 32, tokens.shape[-1]).view(1, 32, 32, -1)
+    assert torch.allclose(mixed, expected + position, atol=1e-5)
+
+
+def test_dual_reconstruction_takes_each_unit_from_the_branch_where_it_was_hidden():
+    batch, length, dim = 3, 16, 4
+    decoded = torch.randn(2 * batch, length, dim)
+    mask = fixed_mask().reshape(1, length, 1)
+    gathered = gather_dual_reconstruction(decoded, mask)
+    for i in range(batch):
+        for unit in range(length):
+            if mask[0, unit, 0]:
+                source = decoded[i, unit]  # hidden in mixed image i, predicted by its branch 1
+            else:
+                source = decoded[batch + (batch - 1 - i), unit]  # hidden in mixed image B-1-i, its branch 2
+            assert torch.equal(gathered[i, unit], source)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Window attention against a per-window reference
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def reference_window_attention(attention, x, window, groups=None):
+    """Loop over windows; attend among the real tokens of a window (and of the same group), using the module's
+    weights and an independently computed relative position offset."""
+    batch, height, width, dim = x.shape
+    heads, head_dim = attention.num_heads, attention.head_dim
+    table = attention.relative_position_bias_table
+    w_table = attention.window_size
+    out = torch.zeros_like(x)
+    weight, bias = attention.qkv.weight, attention.qkv.bias
+    for b in range(batch):
+        for top in range(0, height, window[0]):
+            for left in range(0, width, window[1]):
+                cells = [
+                    (r, c)
+                    for r in range(top, min(top + window[0], height))
+                    for c in range(left, min(left + window[1], width))
+                ]
+                tokens = torch.stack([x[b, r, c] for r, c in cells])
+                qkv = tokens @ weight.T + bias
+                q, k, v = qkv.split(dim, dim=-1)
+                result = []
+                for h in range(heads):
+                    sl = slice(h * head_dim, (h + 1) * head_dim)
+                    scores = (q[:, sl] @ k[:, sl].T) * head_dim**-0.5
+                    for i, (ri, ci) in enumerate(cells):
+                        for j, (rj, cj) in enumerate(cells):
+                            offset = (ri - rj + w_table - 1) * (2 * w_table - 1) + (ci - cj + w_table - 1)
+                            scores[i, j] = scores[i, j] + table[offset, h]
+                    if groups is not None:
+                        same = torch.tensor(
+                            [[groups[ri, ci] == groups[rj, cj] for rj, cj in cells] for ri, ci in cells]
+                        )
+                        scores = scores.masked_fill(~same, float("-inf"))
+                    result.append(scores.softmax(-1) @ v[:, sl])
+                projected = attention.proj(torch.cat(result, dim=-1))
+                for i, (r, c) in enumerate(cells):
+                    out[b, r, c] = projected[i]
+    return out
+
+
+@pytest.mark.parametrize(("size", "use_groups"), [((8, 8), False), ((8, 8), True), ((6, 10), False), ((6, 10), True)])
+def test_window_attention_matches_per_window_reference(size, use_groups):
+    torch.manual_seed(0)
+    config = small_config()
+    stage = SarMixMAEStage(config, stage=2, drop_path=[0.0])  # window 8
+    attention = stage.blocks[0].attention
+    torch.nn.init.normal_(attention.relative_position_bias_table, std=0.5)
+    height, width = size
+    window = stage.effective_window(height, width)
+    x = torch.randn(2, height, width, attention.qkv.in_features)
+    groups = (torch.rand(height, width) > 0.5) if use_groups else None
+    pad_h, pad_w = (-height) % window[0], (-width) % window[1]
+    padded = torch.nn.functional.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+    mask = stage.window_mask(groups, (height, width), (pad_h, pad_w), window, x.device)
+    with torch.no_grad():
+        out = attention(window_partition(padded, window), window, mask)
+        out = window_reverse(out, window, height + pad_h, width + pad_w)[:, :height, :width]
+        expected = reference_window_attention(attention, x, window, groups)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_relative_position_index_of_a_shrunk_window_uses_the_table_centre():
+    full = relative_position_index((5, 5), 5)
+    small = relative_position_index((3, 3), 5)
+    # query (0,0) and key (1,2) of a 3x3 window are offset (-1,-2) exactly as query (0,0) and key (1,2) of a 5x5 one
+    assert small[0, 1 * 3 + 2] == full[0, 1 * 5 + 2]
+    assert small.max() < (2 * 5 - 1) ** 2 and small.min() >= 0
+
+
+def test_windows_inside_one_mixing_unit_need_no_group_mask():
+    # mixing unit 8 tokens, window 4: every window sees a single source image, so the built mask is all True
+    groups = fixed_mask((2, 2)).reshape(2, 2).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    allowed = SarMixMAEStage.window_mask(groups, (16, 16), (0, 0), (4, 4), torch.device("cpu"))
+    assert bool(allowed.all())
+    allowed = SarMixMAEStage.window_mask(groups, (16, 16), (0, 0), (16, 16), torch.device("cpu"))
+    assert not bool(allowed.all())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# No leakage between mixed images
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _leak_gradient(use_group_mask: bool) -> torch.Tensor:
+    torch.manual_seed(0)
+    model = SarMixMAEModel(small_config()).eval()
+    image_a = torch.randn(1, 1, 128, 128, requires_grad=True)
+    image_b = torch.randn(1, 1, 128, 128, requires_grad=True)
+    mask = fixed_mask()
+    outputs = model(
+        torch.cat([image_a, image_b]),
+        mixing_mask=mask,
+        attention_group_mask=mask if use_group_mask else None,
+        output_hidden_states=True,
+    )
+    # Mixed image 0 holds image A where M = 0. Sum every stage's A-tokens and the final tokens of A.
+    total = outputs.last_hidden_state[0][~mask.reshape(-1)].sum()
+    for level, hidden in enumerate(outputs.reshaped_hidden_states):
+        factor = 8 // 2**level
+        token_mask = mask[0].repeat_interleave(factor, 0).repeat_interleave(factor, 1)
+        total = total + hidden[0][:, ~token_mask].sum()
+    total.backward()
+    return image_b.grad
+
+
+def test_group_masked_attention_stops_information_between_mixed_images():
+    grad = _leak_gradient(use_group_mask=True)
+    assert torch.count_nonzero(grad) == 0
+
+
+def test_leakage_test_detects_a_disabled_group_mask():
+    grad = _leak_gradient(use_group_mask=False)
+    assert torch.count_nonzero(grad) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The loss, computed independently
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def reference_loss(pixels, logits, config, pixel_mask=None):
+    """METHOD.md section 2 in plain numpy: per-unit targets (per-patch normalized), backscatter weights, weighted MSE."""
+    x = pixels.double().numpy()
+    pred = logits.detach().double().numpy()
+    batch, channels, height, width = x.shape
+    p = config.encoder_stride
+    valid = np.ones((batch, height, width), bool) if pixel_mask is None else pixel_mask.numpy().astype(bool)
+    mean = np.array(config.input_db_mean).reshape(1, channels, 1, 1)
+    std = np.array(config.input_db_std).reshape(1, channels, 1, 1)
+    power = (10.0 ** ((x * std + mean) / 10.0)).mean(axis=1)  # (B, H, W) linear power, mean over bands
+    weights = np.zeros_like(power)
+    for b in range(batch):
+        if config.loss_weighting == "none":
+            weights[b] = 1.0
+        else:
+            lo, hi = power[b][valid[b]].min(), power[b][valid[b]].max()
+            weights[b] = np.exp(-((power[b] - lo) / (hi - lo)) / config.backscatter_tau)
+    weights = weights * valid
+    numerator = denominator = 0.0
+    for b in range(batch):
+        for r in range(height // p):
+            for c in range(width // p):
+                patch = x[b, :, r * p : (r + 1) * p, c * p : (c + 1) * p].transpose(1, 2, 0).reshape(-1)
+                if config.norm_pix_loss:
+                    patch = (patch - patch.mean()) / np.sqrt(patch.var(ddof=1) + 1e-6)
+                w = np.repeat(weights[b, r * p : (r + 1) * p, c * p : (c + 1) * p].reshape(-1), channels)
+                error = (pred[b, r * (width // p) + c] - patch) ** 2
+                numerator += (w * error).sum()
+                denominator += w.sum() if config.loss_reduction == "weighted_mean" else (w > 0).sum()
+    return numerator / denominator, weights
+
+
+@pytest.mark.parametrize("weighting", ["backscatter", "none"])
+@pytest.mark.parametrize("with_nodata", [False, True])
+def test_loss_equals_an_independent_computation(weighting, with_nodata):
+    torch.manual_seed(1)
+    config = small_config(loss_weighting=weighting, backscatter_tau=0.7)
+    model = SarMixMAEForPreTraining(config).eval()
+    pixels = torch.randn(3, 1, 128, 128)
+    pixel_mask = None
+    if with_nodata:
+        pixel_mask = torch.ones(3, 128, 128, dtype=torch.bool)
+        pixel_mask[:, :20, :] = False
+        pixels = pixels.masked_fill(~pixel_mask[:, None], 0.0)
+    out = model(pixels, pixel_mask=pixel_mask, mixing_mask=fixed_mask())
+    expected, weights = reference_loss(pixels, out.logits, config, pixel_mask)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert np.allclose(out.loss_weights[:, 0].numpy(), weights, atol=1e-6)
+
+
+def test_plain_mean_reduction_matches_reference():
+    config = small_config(loss_reduction="mean")
+    model = SarMixMAEForPreTraining(config).eval()
+    pixels = torch.randn(2, 1, 128, 128)
+    out = model(pixels, mixing_mask=fixed_mask())
+    expected, _ = reference_loss(pixels, out.logits, config)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_backscatter_weights_are_largest_where_backscatter_is_lowest():
+    model = SarMixMAEForPreTraining(small_config(backscatter_tau=1.0)).eval()
+    pixels = torch.randn(2, 1, 128, 128)
+    weights = model(pixels, mixing_mask=fixed_mask()).loss_weights[:, 0]
+    for b in range(2):
+        order = pixels[b, 0].flatten().argsort()
+        w_sorted = weights[b].flatten()[order]
+        assert torch.all(w_sorted[1:] <= w_sorted[:-1] + 1e-7)  # non-increasing in backscatter
+        assert w_sorted[0] == pytest.approx(1.0) and w_sorted[-1] == pytest.approx(np.exp(-1.0), rel=1e-5)
+
+
+def test_predictions_come_from_the_branch_where_each_unit_was_hidden():
+    torch.manual_seed(2)
+    model = SarMixMAEForPreTraining(small_config()).eval()
+    pixels = torch.randn(3, 1, 128, 128)
+    captured = {}
+    model.decoder_blocks[-1].register_forward_hook(lambda m, i, o: captured.__setitem__("decoded", o))
+    mask = fixed_mask()
+    with torch.no_grad():
+        logits = model(pixels, mixing_mask=mask).logits
+        decoded = captured["decoded"]
+        batch, flat = 3, mask.reshape(-1)
+        for i in range(batch):
+            rows = torch.where(flat[:, None], decoded[i], decoded[batch + batch - 1 - i])
+            expected = model.decoder_pred(model.decoder_norm(rows))
+            assert torch.allclose(logits[i], expected, atol=1e-6)
+
+
+def test_patchify_and_unpatchify_are_inverse():
+    model = SarMixMAEForPreTraining(small_config(num_channels=2, input_db_mean=(-12, -18), input_db_std=(6, 6)))
+    images = torch.randn(2, 2, 128, 96)
+    assert torch.equal(model.unpatchify(model.patchify(images), 128, 96), images)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Attention implementations, outputs, training
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_eager_and_sdpa_attention_agree():
+    torch.manual_seed(3)
+    eager = SarMixMAEForPreTraining(small_config(attn_implementation="eager"))
+    sdpa = SarMixMAEForPreTraining(small_config(attn_implementation="sdpa"))
+    sdpa.load_state_dict(eager.state_dict())
+    assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
+    pixels, mask = torch.randn(3, 1, 128, 128), fixed_mask()
+    with torch.no_grad():  # no bias gradient: SDPA runs its fused CPU kernel
+        a, b = eager.eval()(pixels, mixing_mask=mask), sdpa.eval()(pixels, mixing_mask=mask)
+    assert torch.allclose(a.logits, b.logits, atol=1e-5)
+    assert torch.allclose(a.loss, b.loss, atol=1e-5)
+    # training: gradients agree too (the decoder's attention runs SDPA's fused kernel, the encoder's its fallback)
+    eager.train()(pixels, mixing_mask=mask).loss.backward()
+    sdpa.train()(pixels, mixing_mask=mask).loss.backward()
+    for (name, p_e), (_, p_s) in zip(eager.named_parameters(), sdpa.named_parameters()):
+        assert torch.allclose(p_e.grad, p_s.grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_tuple_and_dict_outputs_agree():
+    model = SarMixMAEForPreTraining(small_config()).eval()
+    pixels, mask = torch.randn(2, 1, 128, 128), fixed_mask()
+    as_dict = model(pixels, mixing_mask=mask)
+    as_tuple = model(pixels, mixing_mask=mask, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], as_dict.loss) and torch.equal(as_tuple[1], as_dict.logits)
+    encoder = SarMixMAEModel(small_config()).eval()
+    d = encoder(pixels, output_hidden_states=True)
+    t = encoder(pixels, output_hidden_states=True, return_dict=False)
+    assert torch.equal(t[0], d.last_hidden_state) and len(t) == 4
+
+
+def test_output_hidden_states_has_one_entry_per_stage():
+    config = small_config()
+    outputs = SarMixMAEModel(config)(torch.randn(2, 1, 128, 128), output_hidden_states=True)
+    assert len(outputs.hidden_states) == len(outputs.reshaped_hidden_states) == config.num_layers
+    for stage, (flat, grid) in enumerate(zip(outputs.hidden_states, outputs.reshaped_hidden_states)):
+        side, channels = 32 // 2**stage, config.embed_dim * 2**stage
+        assert grid.shape == (2, channels, side, side) and flat.shape == (2, side * side, channels)
+        assert torch.equal(grid.flatten(2).transpose(1, 2), flat)
+    assert outputs.stem_hidden_state.shape == (2, config.embed_dim, 32, 32)
+    assert SarMixMAEModel(config)(torch.randn(1, 1, 128, 128)).hidden_states is None
+
+
+def test_backbone_gives_normalized_feature_maps_and_the_stem():
+    config = small_config(out_features=["stem", "stage1", "stage2", "stage3", "stage4"])
+    backbone = SarMixMAEBackbone(config)
+    maps = backbone(torch.randn(2, 1, 160, 96)).feature_maps  # not the pretraining size: windows pad
+    assert [tuple(m.shape) for m in maps] == [
+        (2, 16, 40, 24),
+        (2, 16, 40, 24),
+        (2, 32, 20, 12),
+        (2, 64, 10, 6),
+        (2, 128, 5, 3),
+    ]
+    assert backbone.channels == [16, 16, 32, 64, 128]
+    assert all(torch.isfinite(m).all() for m in maps)
+
+
+def test_input_not_a_multiple_of_the_stride_is_a_clear_error():
+    with pytest.raises(ValueError, match="multiples of the encoder stride 32"):
+        SarMixMAEModel(small_config())(torch.randn(1, 1, 100, 128))
+    with pytest.raises(ValueError, match="pixel_values must be"):
+        SarMixMAEModel(small_config())(torch.randn(1, 3, 128, 128))
+
+
+def test_odd_batch_trains():
+    model = SarMixMAEForPreTraining(small_config())
+    out = model(torch.randn(3, 1, 128, 128))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and out.logits.shape == (3, 16, 32 * 32)
+    assert out.mask.shape == (1, 16) and int(out.mask.sum()) == 8
+
+
+def test_training_reduces_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = SarMixMAEForPreTraining(small_config(decoder_embed_dim=128, decoder_num_heads=4))  # the tiny decoder
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    pixels, mask = torch.randn(4, 1, 128, 128), fixed_mask()
+    losses = []
+    for _ in range(20):
+        loss = model(pixels, mixing_mask=mask).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = SarMixMAEForPreTraining(small_config())
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.activation_checkpointing_enable()
+    pixels, mask = torch.randn(2, 1, 128, 128), fixed_mask()
+    plain(pixels, mixing_mask=mask).loss.backward()
+    checkpointed(pixels, mixing_mask=mask).loss.backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Save / load
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_save_and_auto_load_reproduce_outputs_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = SarMixMAEForPreTraining(small_config()).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoBackbone"}
+    pixels, mask = torch.randn(2, 1, 128, 128), fixed_mask()
+    with torch.no_grad():
+        reference = model(pixels, mixing_mask=mask)
+        loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+        assert type(loaded) is SarMixMAEForPreTraining
+        assert torch.equal(loaded(pixels, mixing_mask=mask).logits, reference.logits)
+        encoder = AutoModel.from_pretrained(tmp_path).eval()
+        assert type(encoder) is SarMixMAEModel
+        assert torch.equal(encoder(pixels).last_hidden_state, model.sar_mixmae(pixels).last_hidden_state)
+    # non-persistent buffers built on the meta device are recomputed, not garbage
+    for a, b in zip(loaded.buffers(), model.buffers()):
+        assert torch.equal(a, b)
+
+
+def test_remote_code_loading_without_the_package(tmp_path):
+    torch.manual_seed(0)
+    model = SarMixMAEForPreTraining(small_config()).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    pixels, mask = torch.randn(2, 1, 128, 128), fixed_mask()
+    with torch.no_grad():
+        torch.save(
+            {
+                "pixels": pixels,
+                "mask": mask,
+                "logits": model(pixels, mixing_mask=mask).logits,
+                "encoded": model.sar_mixmae(pixels).last_hidden_state,
+            },
+            tmp_path / "reference.pt",
+        )
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["sarlulc"] = None  # the package must not be importable here
+        try:
+            import sarlulc
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("sarlulc is importable")
+        import torch
+        from transformers import AutoModel, AutoModelForPreTraining
+        ref = torch.load({str(tmp_path / "reference.pt")!r})
+        with torch.no_grad():
+            model = AutoModelForPreTraining.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+            assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+            assert torch.equal(model(ref["pixels"], mixing_mask=ref["mask"]).logits, ref["logits"])
+            encoder = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
+            assert torch.equal(encoder(ref["pixels"]).last_hidden_state, ref["encoded"])
+        print("remote code OK")
+        """
+    )
+    env = {
+        **os.environ,
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_MODULES_CACHE": str(tmp_path / "hf_modules"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "remote code OK" in result.stdout
