@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import rasterio
+import rasterio.warp
 from PIL import Image
 from rasterio.windows import Window
 

@@ -40,7 +40,6 @@ Every problem with the data raises :class:`SarLulcDataError` naming the file, th
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +54,17 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
+
+# The calibration lives with the image processor (remote code that every checkpoint carries), so that training data and
+# inference preprocessing can never drift apart.
+from ..models.image_processing_sar import (
+    DEFAULT_CALIBRATION_FACTOR,
+    INPUT_KINDS,
+    calibrate_to_db,
+    input_kind_or_none,
+    normalize_input_kind,
+    valid_value_mask,
+)
 
 __all__ = [
     "CALIBRATION_FACTOR_TAG",
@@ -75,38 +85,17 @@ __all__ = [
     "resolve_input_kind",
 ]
 
-INPUT_KINDS = ("dn", "linear", "db")
-"""The pixel encodings a scene may have (see the module docstring)."""
-
 INPUT_KIND_TAG = "SARLULC_INPUT_KIND"
 """GeoTIFF metadata tag that declares a scene's input kind."""
 
 CALIBRATION_FACTOR_TAG = "SARLULC_CALIBRATION_FACTOR"
 """GeoTIFF metadata tag that declares a DN scene's calibration factor in dB."""
 
-DEFAULT_CALIBRATION_FACTOR = -83.0
-"""ALOS-2 PALSAR-2 L1.5/L2.1 calibration factor CF in dB (``sigma0_dB = 10*log10(DN^2) + CF``)."""
-
 POLARIZATIONS = ("HH", "HV")
 """Meaning of band 1 and band 2 of a scene."""
 
 _KIND_TAG_KEYS = (INPUT_KIND_TAG, "INPUT_KIND", "SAR_INPUT_KIND", "SIGMA0_UNIT", "UNITS", "UNIT")
 _CALIBRATION_TAG_KEYS = (CALIBRATION_FACTOR_TAG, "CALIBRATION_FACTOR")
-_KIND_ALIASES = {
-    "dn": "dn",
-    "amplitude": "dn",
-    "dn_amplitude": "dn",
-    "digital_number": "dn",
-    "linear": "linear",
-    "power": "linear",
-    "linear_power": "linear",
-    "sigma0": "linear",
-    "sigma0_linear": "linear",
-    "db": "db",
-    "decibel": "db",
-    "decibels": "db",
-    "sigma0_db": "db",
-}
 # Integer DN products are uint16; the wider/signed integer types appear after reprocessing. 8-bit rasters are images or
 # label maps, and complex rasters are SLC products that need multilooking first, so both are rejected.
 _SUPPORTED_DTYPES = ("uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -123,13 +112,6 @@ class SarLulcDataError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------------
 # Calibration (pure numpy; usable on arrays from any source)
 # ----------------------------------------------------------------------------------------------------------------------
-def _finite_not_nodata(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    valid = np.isfinite(values)
-    if nodata is not None and not math.isnan(nodata):
-        valid &= values != nodata
-    return valid
-
-
 def dn_to_db(
     dn: np.ndarray, calibration_factor: float = DEFAULT_CALIBRATION_FACTOR, nodata: float | None = 0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -144,11 +126,7 @@ def dn_to_db(
         ``(db, valid)``: float32 sigma0 in dB (0.0 where invalid) and a boolean mask of the same shape. Nodata,
         non-positive and non-finite DNs are invalid.
     """
-    values = np.asarray(dn, dtype=np.float64)
-    valid = _finite_not_nodata(values, nodata) & (values > 0)
-    db = np.zeros(values.shape, dtype=np.float32)
-    db[valid] = 20.0 * np.log10(values[valid]) + calibration_factor
-    return db, valid
+    return calibrate_to_db(dn, "dn", calibration_factor, nodata)
 
 
 def linear_to_db(power: np.ndarray, nodata: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -156,11 +134,7 @@ def linear_to_db(power: np.ndarray, nodata: float | None = None) -> tuple[np.nda
 
     Returns ``(db, valid)`` like :func:`dn_to_db`.
     """
-    values = np.asarray(power, dtype=np.float64)
-    valid = _finite_not_nodata(values, nodata) & (values > 0)
-    db = np.zeros(values.shape, dtype=np.float32)
-    db[valid] = 10.0 * np.log10(values[valid])
-    return db, valid
+    return calibrate_to_db(power, "linear", nodata=nodata)
 
 
 def calibrate(
@@ -173,14 +147,7 @@ def calibrate(
 
     For ``"db"`` input only non-finite and nodata values are invalid (negative dB values are normal).
     """
-    kind = _normalize_kind(input_kind)
-    if kind == "dn":
-        return dn_to_db(values, calibration_factor, nodata)
-    if kind == "linear":
-        return linear_to_db(values, nodata)
-    values = np.asarray(values, dtype=np.float64)
-    valid = _finite_not_nodata(values, nodata)
-    return np.where(valid, values, 0.0).astype(np.float32), valid
+    return calibrate_to_db(values, input_kind, calibration_factor, nodata)
 
 
 def db_to_dn(db: np.ndarray, calibration_factor: float = DEFAULT_CALIBRATION_FACTOR) -> np.ndarray:
@@ -190,19 +157,6 @@ def db_to_dn(db: np.ndarray, calibration_factor: float = DEFAULT_CALIBRATION_FAC
     """
     amplitude = np.sqrt(np.power(10.0, (np.asarray(db, dtype=np.float64) - calibration_factor) / 10.0))
     return np.clip(np.rint(amplitude), 1, 65535).astype(np.uint16)
-
-
-def _kind_key(value: object) -> str:
-    return str(value).strip().lower().replace(" ", "_").replace("-", "_")
-
-
-def _normalize_kind(kind: str) -> str:
-    key = _kind_key(kind)
-    if key not in _KIND_ALIASES:
-        raise ValueError(
-            f"unknown input kind {kind!r}: expected one of {INPUT_KINDS} (or an alias such as 'amplitude')"
-        )
-    return _KIND_ALIASES[key]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -265,7 +219,7 @@ def _dataset_tags(dataset: rasterio.io.DatasetReader, band: int) -> dict[str, st
 
 def _kind_from_metadata(dataset: rasterio.io.DatasetReader, band: int) -> str | None:
     tags = _dataset_tags(dataset, band)
-    if INPUT_KIND_TAG in tags and _kind_key(tags[INPUT_KIND_TAG]) not in _KIND_ALIASES:
+    if INPUT_KIND_TAG in tags and input_kind_or_none(tags[INPUT_KIND_TAG]) is None:
         raise SarLulcDataError(
             f"scene {dataset.name}: tag {INPUT_KIND_TAG}={tags[INPUT_KIND_TAG]!r} is not one of {INPUT_KINDS}"
         )
@@ -274,7 +228,7 @@ def _kind_from_metadata(dataset: rasterio.io.DatasetReader, band: int) -> str | 
     if units:
         candidates.append(units)
     # Generic keys such as UNITS may hold anything ("m", "1"); only recognised values decide.
-    return next((_KIND_ALIASES[_kind_key(v)] for v in candidates if _kind_key(v) in _KIND_ALIASES), None)
+    return next((kind for kind in map(input_kind_or_none, candidates) if kind is not None), None)
 
 
 def _decimated_shape(height: int, width: int) -> tuple[int, int]:
@@ -287,7 +241,7 @@ def _decimated_shape(height: int, width: int) -> tuple[int, int]:
 def resolve_input_kind(dataset: rasterio.io.DatasetReader, band: int = 1, input_kind: str | None = None) -> str:
     """Decide a scene's input kind by the rule of the module docstring (argument, metadata, dtype, data median)."""
     if input_kind is not None:
-        return _normalize_kind(input_kind)
+        return normalize_input_kind(input_kind)
     from_metadata = _kind_from_metadata(dataset, band)
     if from_metadata is not None:
         return from_metadata
@@ -296,7 +250,7 @@ def resolve_input_kind(dataset: rasterio.io.DatasetReader, band: int = 1, input_
     sample = dataset.read(
         band, out_shape=_decimated_shape(dataset.height, dataset.width), resampling=Resampling.nearest
     )
-    usable = _finite_not_nodata(sample.astype(np.float64), dataset.nodatavals[band - 1])
+    usable = valid_value_mask(sample, "db", dataset.nodatavals[band - 1])  # finite and not nodata, any sign
     if not usable.any():
         return "db"  # nothing to judge by; the all-nodata check reports the real problem
     median = float(np.median(sample[usable]))

@@ -1,0 +1,499 @@
+"""SarImageProcessor: ALOS-2 PALSAR-2 backscatter -> normalized model input, and logits -> class-id maps.
+
+This file is also remote code that every sarlulc checkpoint carries, so its top-level imports are numpy, torch and
+transformers only; it never needs rasterio.
+
+Preprocessing, in order (the numbers are the defaults; a checkpoint's ``preprocessor_config.json`` holds its own):
+
+1. **Calibrate** each band to sigma0 in dB according to the input kind:
+
+   * ``"dn"``: ALOS-2 L1.5/L2.1 amplitude digital numbers, ``sigma0_dB = 10*log10(DN**2) + CF`` with the calibration
+     factor ``CF = -83.0`` dB;
+   * ``"linear"``: sigma0 as linear power, ``sigma0_dB = 10*log10(P)``;
+   * ``"db"``: sigma0 already in dB.
+
+   A pixel is *invalid* when its value is not finite, equals the ``nodata`` value, is not positive (``"dn"`` and
+   ``"linear"`` only: the logarithm of zero is never taken), or is False in the caller's valid mask. A pixel invalid in
+   any band is invalid in all bands.
+2. **Clip** to ``clip_db`` (``[-35.0, 5.0]`` dB).
+3. **Standardize** each band: ``(dB - image_mean[c]) / image_std[c]`` (mean and std in dB).
+4. Set invalid pixels to ``0.0`` in every band (the band mean after standardization).
+5. **Pad** at the bottom and right with invalid pixels, first to the largest height/width in the batch, then up to a
+   multiple of ``pad_to_multiple_of`` (32, the encoder's total stride).
+
+The outputs are ``pixel_values`` (B, C, H, W) float32, ``pixel_mask`` (B, H, W) int64 (1 = valid input pixel, 0 =
+invalid or padding) and, when segmentation maps are given, ``labels`` (B, H, W) int64 with ``ignore_index`` (255)
+on invalid and padded pixels.
+
+The calibration functions (:func:`calibrate_to_db`, :func:`valid_value_mask`, :func:`normalize_input_kind`) are pure
+numpy and are the single implementation used by the whole package; ``sarlulc.data.alos2`` delegates to them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
+
+import numpy as np
+import torch
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+
+__all__ = [
+    "DEFAULT_CALIBRATION_FACTOR",
+    "DEFAULT_CLIP_DB",
+    "DEFAULT_IMAGE_MEAN_DB",
+    "DEFAULT_IMAGE_STD_DB",
+    "INPUT_KINDS",
+    "INPUT_KIND_ALIASES",
+    "SarImageProcessor",
+    "calibrate_to_db",
+    "default_nodata",
+    "input_kind_or_none",
+    "normalize_input_kind",
+    "valid_value_mask",
+]
+
+INPUT_KINDS = ("dn", "linear", "db")
+"""The pixel encodings the processor understands (see the module docstring)."""
+
+INPUT_KIND_ALIASES: dict[str, str] = {
+    "dn": "dn",
+    "amplitude": "dn",
+    "dn_amplitude": "dn",
+    "digital_number": "dn",
+    "linear": "linear",
+    "power": "linear",
+    "linear_power": "linear",
+    "sigma0": "linear",
+    "sigma0_linear": "linear",
+    "db": "db",
+    "decibel": "db",
+    "decibels": "db",
+    "sigma0_db": "db",
+}
+"""Accepted spellings of the input kinds (matched after lower-casing and turning spaces/hyphens into underscores)."""
+
+DEFAULT_CALIBRATION_FACTOR = -83.0
+"""ALOS-2 PALSAR-2 L1.5/L2.1 calibration factor CF in dB (``sigma0_dB = 10*log10(DN**2) + CF``)."""
+
+DEFAULT_CLIP_DB = (-35.0, 5.0)
+"""Input clip range for sigma0 in dB (METHOD.md section 1)."""
+
+# Placeholder per-band standardization (dB) for processors built without dataset statistics (from_band_statistics).
+DEFAULT_IMAGE_MEAN_DB = -12.0
+DEFAULT_IMAGE_STD_DB = 6.0
+
+DEFAULT_PAD_TO_MULTIPLE_OF = 32
+DEFAULT_IGNORE_INDEX = 255
+
+
+class _Unset:
+    """Marks an argument the caller did not pass, where ``None`` is itself a meaningful value (``nodata=None``)."""
+
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET: Any = _Unset()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Calibration (pure numpy)
+# ----------------------------------------------------------------------------------------------------------------------
+def input_kind_or_none(value: object) -> str | None:
+    """The canonical input kind (``"dn"``, ``"linear"``, ``"db"``) a spelling such as ``"Amplitude"`` stands for, or
+    ``None`` when it names no kind (useful for metadata tags that may hold anything)."""
+    key = str(value).strip().lower().replace(" ", "_").replace("-", "_")
+    return INPUT_KIND_ALIASES.get(key)
+
+
+def normalize_input_kind(input_kind: str) -> str:
+    """Canonical input kind of ``input_kind``; raises ``ValueError`` (naming the accepted kinds) if it is unknown."""
+    kind = input_kind_or_none(input_kind)
+    if kind is None:
+        raise ValueError(
+            f"unknown input kind {input_kind!r}: expected one of {INPUT_KINDS} (or an alias such as 'amplitude')"
+        )
+    return kind
+
+
+def default_nodata(input_kind: str) -> float | None:
+    """The nodata value assumed for an input kind when none is declared: DN 0 for ``"dn"``, none otherwise."""
+    return 0.0 if normalize_input_kind(input_kind) == "dn" else None
+
+
+def valid_value_mask(values: np.ndarray, input_kind: str, nodata: float | None = None) -> np.ndarray:
+    """Boolean mask of the pixels that carry a usable measurement.
+
+    Args:
+        values: raw pixel values of any shape and numeric dtype, in ``input_kind`` units.
+        input_kind: ``"dn"``, ``"linear"`` or ``"db"`` (or an alias).
+        nodata: the value that marks missing data; ``None`` (or NaN) for none.
+
+    Returns:
+        A bool array of ``values``' shape: False where the value is not finite or equals ``nodata``, and, for
+        ``"dn"``/``"linear"``, where it is not positive (negative dB values are normal and stay valid).
+    """
+    kind = normalize_input_kind(input_kind)
+    array = np.asarray(values)
+    valid = np.isfinite(array)
+    if nodata is not None and not math.isnan(nodata):
+        valid &= array != nodata
+    if kind in ("dn", "linear"):
+        valid &= array > 0
+    return valid
+
+
+def calibrate_to_db(
+    values: np.ndarray,
+    input_kind: str,
+    calibration_factor: float = DEFAULT_CALIBRATION_FACTOR,
+    nodata: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn raw pixel values into sigma0 in dB and a validity mask; never takes the logarithm of zero.
+
+    Args:
+        values: raw pixel values of any shape and numeric dtype (e.g. one band ``(H, W)`` or bands ``(C, H, W)``).
+        input_kind: ``"dn"`` (``10*log10(DN**2) + calibration_factor``), ``"linear"`` (``10*log10(P)``) or ``"db"``.
+        calibration_factor: CF in dB, used for ``"dn"`` only.
+        nodata: the value that marks missing data (see :func:`valid_value_mask`).
+
+    Returns:
+        ``(db, valid)``: float32 sigma0 in dB with 0.0 where invalid, and the bool mask of :func:`valid_value_mask`,
+        both of ``values``' shape. Arithmetic is done in float64, so DNs up to 65535 lose nothing before the cast.
+    """
+    kind = normalize_input_kind(input_kind)
+    array = np.asarray(values, dtype=np.float64)
+    valid = valid_value_mask(array, kind, nodata)
+    db = np.zeros(array.shape, dtype=np.float32)
+    if kind == "dn":
+        db[valid] = 20.0 * np.log10(array[valid]) + calibration_factor
+    elif kind == "linear":
+        db[valid] = 10.0 * np.log10(array[valid])
+    else:
+        db[valid] = array[valid]
+    return db, valid
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The image processor
+# ----------------------------------------------------------------------------------------------------------------------
+class SarImageProcessorKwargs(TypedDict, total=False):
+    """The configuration fields of :class:`SarImageProcessor`; ``from_pretrained(dir, **overrides)`` accepts these."""
+
+    input_kind: str
+    calibration_factor: float
+    clip_db: list[float]
+    image_mean: list[float]
+    image_std: list[float]
+    nodata: float | None
+    num_channels: int
+    do_normalize: bool
+    pad_to_multiple_of: int | None
+    ignore_index: int
+
+
+_CONFIG_FIELDS = tuple(SarImageProcessorKwargs.__annotations__)
+
+
+def _per_band(value: float | Sequence[float] | None, default: float, num_channels: int, name: str) -> list[float]:
+    if value is None:
+        return [default] * num_channels
+    values = [float(value)] if np.isscalar(value) else [float(v) for v in value]
+    if len(values) != num_channels:
+        raise ValueError(f"{name} has {len(values)} values but num_channels is {num_channels}: give one per band")
+    return values
+
+
+def _as_list(items: Any, what: str) -> list[Any]:
+    """A single item or a batch (list/tuple, or an array with one more dimension than a single item) as a list."""
+    if isinstance(items, (list, tuple)):
+        return list(items)
+    array = items if isinstance(items, (np.ndarray, torch.Tensor)) else np.asarray(items)
+    single_ndim = {"images": (2, 3), "valid_masks": (2,), "segmentation_maps": (2,)}[what]
+    if array.ndim in single_ndim:
+        return [array]
+    if array.ndim == max(single_ndim) + 1:
+        return list(array)
+    raise ValueError(
+        f"{what} must be one array of {' or '.join(f'{n}' for n in single_ndim)} dimensions, a batch with one more "
+        f"dimension, or a list of arrays; got an array of shape {tuple(array.shape)}"
+    )
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+class SarImageProcessor(BaseImageProcessor):
+    r"""Image processor for ALOS-2 PALSAR-2 SAR backscatter (HH, optionally HH+HV) as sarlulc models expect it.
+
+    It replaces transformers' RGB image processors: no RGB conversion, no division by 255, no PIL; inputs are numpy
+    arrays (or CPU tensors) of raw backscatter. The module docstring lists the steps.
+
+    Args:
+        input_kind (`str`, defaults to `"dn"`):
+            What the input values are: `"dn"` (amplitude DN), `"linear"` (sigma0 power) or `"db"` (sigma0 dB).
+            Each `preprocess` call may override it (the data layer's tiles are `"db"`).
+        calibration_factor (`float`, defaults to -83.0):
+            CF in dB of `sigma0_dB = 10*log10(DN**2) + CF` (`"dn"` input only).
+        clip_db (`list[float]`, defaults to `[-35.0, 5.0]`):
+            `[low, high]` range in dB that sigma0 is clipped to before standardization.
+        image_mean (`list[float]`, *optional*):
+            Per-band mean in dB (HH first, then HV), defaults to -12.0 per band.
+        image_std (`list[float]`, *optional*):
+            Per-band standard deviation in dB, defaults to 6.0 per band.
+        nodata (`float`, *optional*):
+            Input value (in `input_kind` units) that marks missing pixels. Defaults to 0 for `"dn"` and to none
+            otherwise; the resolved value is saved, so give it again when loading with another `input_kind`.
+            NaN/inf, and non-positive `"dn"`/`"linear"` values, are invalid regardless.
+        num_channels (`int`, *optional*):
+            Bands per image: 1 (HH) or 2 (HH, HV). Defaults to the length of `image_mean`, else 1.
+        do_normalize (`bool`, defaults to `True`):
+            Standardize with `image_mean`/`image_std`; if False, `pixel_values` are clipped dB.
+        pad_to_multiple_of (`int`, *optional*, defaults to 32):
+            Pad height and width (bottom/right) up to a multiple of this; `None` pads only to the batch's largest size.
+        ignore_index (`int`, defaults to 255):
+            Label value of invalid and padded pixels.
+
+    Example:
+
+    ```python
+    >>> processor = SarImageProcessor(input_kind="dn")
+    >>> batch = processor(dn_tile, return_tensors="pt")          # dn_tile: (H, W) uint16 DN
+    >>> batch["pixel_values"].shape, batch["pixel_mask"].shape   # (1, 1, H', W'), (1, H', W'): H, W padded to 32
+    >>> outputs = model(pixel_values=batch["pixel_values"])
+    >>> class_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[dn_tile.shape])[0]
+    ```
+    """
+
+    model_input_names = ["pixel_values", "pixel_mask"]
+    valid_kwargs = SarImageProcessorKwargs
+
+    def __init__(
+        self,
+        input_kind: str = "dn",
+        calibration_factor: float = DEFAULT_CALIBRATION_FACTOR,
+        clip_db: Sequence[float] = DEFAULT_CLIP_DB,
+        image_mean: float | Sequence[float] | None = None,
+        image_std: float | Sequence[float] | None = None,
+        nodata: float | None = _UNSET,
+        num_channels: int | None = None,
+        do_normalize: bool = True,
+        pad_to_multiple_of: int | None = DEFAULT_PAD_TO_MULTIPLE_OF,
+        ignore_index: int = DEFAULT_IGNORE_INDEX,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.input_kind = normalize_input_kind(input_kind)
+        self.calibration_factor = float(calibration_factor)
+        if len(clip_db) != 2 or not float(clip_db[0]) < float(clip_db[1]):
+            raise ValueError(f"clip_db must be [low, high] in dB with low < high, got {clip_db}")
+        self.clip_db = [float(clip_db[0]), float(clip_db[1])]
+        if num_channels is None:
+            num_channels = 1 if image_mean is None or np.isscalar(image_mean) else len(image_mean)
+        if num_channels not in (1, 2):
+            raise ValueError(f"num_channels must be 1 (HH) or 2 (HH, HV), got {num_channels}")
+        self.num_channels = int(num_channels)
+        self.image_mean = _per_band(image_mean, DEFAULT_IMAGE_MEAN_DB, self.num_channels, "image_mean")
+        self.image_std = _per_band(image_std, DEFAULT_IMAGE_STD_DB, self.num_channels, "image_std")
+        if not all(s > 0 for s in self.image_std):
+            raise ValueError(f"image_std must be positive for every band, got {self.image_std}")
+        self.nodata = (
+            default_nodata(self.input_kind) if nodata is _UNSET else (None if nodata is None else float(nodata))
+        )
+        self.do_normalize = bool(do_normalize)
+        if pad_to_multiple_of is not None and int(pad_to_multiple_of) < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of}")
+        self.pad_to_multiple_of = None if pad_to_multiple_of is None else int(pad_to_multiple_of)
+        self.ignore_index = int(ignore_index)
+
+    @classmethod
+    def from_band_statistics(cls, stats: Any, **kwargs: Any) -> SarImageProcessor:
+        """A processor that standardizes with dataset statistics.
+
+        Args:
+            stats: a ``sarlulc.data.tiles.BandStatistics`` (attributes ``mean``, ``std``, ``clip_range``: per-band dB
+                values of clipped sigma0 over valid pixels) or its ``to_dict()`` mapping.
+            kwargs: any other constructor argument (e.g. ``input_kind="dn"``); they cannot override the statistics.
+        """
+        if isinstance(stats, Mapping):
+            mean, std, clip_range = stats["mean"], stats["std"], stats["clip_range"]
+        else:
+            mean, std, clip_range = stats.mean, stats.std, stats.clip_range
+        clashing = sorted({"image_mean", "image_std", "clip_db", "num_channels"} & kwargs.keys())
+        if clashing:
+            raise ValueError(f"{clashing} come from the band statistics; do not pass them as well")
+        return cls(
+            image_mean=list(mean), image_std=list(std), clip_db=list(clip_range), num_channels=len(mean), **kwargs
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration saved as ``preprocessor_config.json``; every field is written, ``None`` included."""
+        output = super().to_dict()
+        output.update({name: getattr(self, name) for name in _CONFIG_FIELDS})
+        return output
+
+    # -- preprocessing ---------------------------------------------------------------------------------------------
+    def _image_to_db(
+        self,
+        image: Any,
+        valid_mask: Any | None,
+        input_kind: str,
+        calibration_factor: float,
+        nodata: float | None,
+        index: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One image -> (clipped, standardized values (C, H, W) float32 with invalid pixels 0, valid mask (H, W))."""
+        array = _to_numpy(image)
+        if array.ndim == 2:
+            array = array[None]
+        if array.ndim != 3:
+            raise ValueError(f"image {index} has shape {array.shape}; expected (H, W) or channels-first (C, H, W)")
+        if array.shape[0] != self.num_channels:
+            raise ValueError(
+                f"image {index} has {array.shape[0]} bands (shape {array.shape}); this processor expects "
+                f"num_channels={self.num_channels} ({', '.join(('HH', 'HV')[: self.num_channels])}) as a "
+                "channels-first (C, H, W) array"
+            )
+        db, band_valid = calibrate_to_db(array, input_kind, calibration_factor, nodata)
+        valid = band_valid.all(axis=0)
+        if valid_mask is not None:
+            mask = _to_numpy(valid_mask)
+            if mask.shape != valid.shape:
+                raise ValueError(
+                    f"valid mask {index} has shape {mask.shape}; expected the image's (H, W) {valid.shape}"
+                )
+            valid &= mask.astype(bool)
+        values = np.clip(db, *self.clip_db)
+        if self.do_normalize:
+            mean = np.asarray(self.image_mean, dtype=np.float32)[:, None, None]
+            std = np.asarray(self.image_std, dtype=np.float32)[:, None, None]
+            values = (values - mean) / std
+        values[:, ~valid] = 0.0
+        return values.astype(np.float32, copy=False), valid
+
+    def preprocess(
+        self,
+        images: Any,
+        segmentation_maps: Any | None = None,
+        valid_masks: Any | None = None,
+        input_kind: str | None = None,
+        nodata: float | None = _UNSET,
+        calibration_factor: float | None = None,
+        pad_to_multiple_of: int | None = _UNSET,
+        return_tensors: str | None = None,
+    ) -> BatchFeature:
+        """Calibrate, clip, standardize, mask and pad a batch of SAR images.
+
+        Args:
+            images: one array or a list of arrays, each ``(H, W)`` (HH) or channels-first ``(C, H, W)`` with
+                ``C == num_channels``, in ``input_kind`` units (any numeric dtype; numpy or CPU torch). A 4-D array
+                ``(B, C, H, W)`` is a batch. Sizes may differ within a batch (see ``pad_to_multiple_of``).
+            segmentation_maps: class ids ``(H, W)`` per image (uint8; ``ignore_index`` = unlabeled), same structure
+                as ``images``; a 3-D array ``(B, H, W)`` is a batch.
+            valid_masks: bool/0-1 ``(H, W)`` per image, False = invalid pixel (e.g. the data layer's ``valid_mask``).
+            input_kind: units of ``images`` for this call; defaults to the processor's ``input_kind``.
+            nodata: value marking missing pixels, in ``input_kind`` units. Defaults to the processor's ``nodata`` when
+                the call's kind is the processor's kind, else to the kind's default (0 for DN, none otherwise), so a
+                processor configured for DN with nodata 0 never treats a legitimate 0 dB as missing.
+            calibration_factor: CF in dB for DN input; defaults to the processor's.
+            pad_to_multiple_of: overrides the processor's setting for this call (``None``: pad to the batch's
+                largest size only).
+            return_tensors: ``"pt"`` for torch tensors, ``"np"`` or ``None`` for numpy arrays.
+
+        Returns:
+            `BatchFeature` with ``pixel_values`` (B, C, H', W') float32, ``pixel_mask`` (B, H', W') int64 (1 = valid
+            pixel; invalid and padded pixels 0) and, with ``segmentation_maps``, ``labels`` (B, H', W') int64
+            (``ignore_index`` on invalid and padded pixels). ``H'``/``W'`` are the batch's largest height/width rounded
+            up to ``pad_to_multiple_of``; each image sits at the top-left, so cropping ``[:H, :W]`` recovers it.
+
+        Raises:
+            ValueError: wrong number of dimensions or bands, masks or maps whose count or shape does not match the
+                images, or an unknown input kind.
+        """
+        kind = self.input_kind if input_kind is None else normalize_input_kind(input_kind)
+        if nodata is _UNSET:
+            nodata = self.nodata if kind == self.input_kind else default_nodata(kind)
+        factor = self.calibration_factor if calibration_factor is None else float(calibration_factor)
+        multiple = self.pad_to_multiple_of if pad_to_multiple_of is _UNSET else pad_to_multiple_of
+
+        image_list = _as_list(images, "images")
+        if not image_list:
+            raise ValueError("images is empty; give at least one (H, W) or (C, H, W) array")
+        masks = [None] * len(image_list) if valid_masks is None else _as_list(valid_masks, "valid_masks")
+        maps = None if segmentation_maps is None else _as_list(segmentation_maps, "segmentation_maps")
+        for name, items in (("valid_masks", masks), ("segmentation_maps", maps)):
+            if items is not None and len(items) != len(image_list):
+                raise ValueError(f"got {len(image_list)} images but {len(items)} {name}")
+
+        processed = [
+            self._image_to_db(image, mask, kind, factor, nodata, i)
+            for i, (image, mask) in enumerate(zip(image_list, masks))
+        ]
+        height = max(values.shape[1] for values, _ in processed)
+        width = max(values.shape[2] for values, _ in processed)
+        if multiple:
+            height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+        batch = len(processed)
+        pixel_values = np.zeros((batch, self.num_channels, height, width), dtype=np.float32)
+        pixel_mask = np.zeros((batch, height, width), dtype=np.int64)
+        for i, (values, valid) in enumerate(processed):
+            h, w = valid.shape
+            pixel_values[i, :, :h, :w] = values
+            pixel_mask[i, :h, :w] = valid
+        data = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
+
+        if maps is not None:
+            labels = np.full((batch, height, width), self.ignore_index, dtype=np.int64)
+            for i, (label, (_, valid)) in enumerate(zip(maps, processed)):
+                label = _to_numpy(label)
+                if label.shape != valid.shape:
+                    raise ValueError(
+                        f"segmentation map {i} has shape {label.shape}; expected its image's (H, W) {valid.shape}"
+                    )
+                h, w = valid.shape
+                labels[i, :h, :w] = np.where(valid, label, self.ignore_index)
+            data["labels"] = labels
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    # -- postprocessing --------------------------------------------------------------------------------------------
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Class-id maps from a segmentation model's logits.
+
+        Args:
+            outputs: the model output (anything with ``logits`` of shape (B, K, H, W), at the padded input resolution,
+                as sarlulc models produce).
+            target_sizes: ``(height, width)`` per image, typically the unpadded input sizes; ``None`` keeps the logits'
+                size. A target no larger than the logits in both dimensions is the **top-left crop** of the logits,
+                which exactly undoes the processor's bottom/right padding (no resampling, so no blurred edges). Any
+                other target size is reached by bilinear resizing of the logits, transformers' usual semantics.
+
+        Returns:
+            One (height, width) int64 tensor of class ids (argmax over K) per image.
+        """
+        logits = outputs.logits if hasattr(outputs, "logits") else outputs["logits"]
+        if logits.ndim != 4:
+            raise ValueError(f"expected logits of shape (B, K, H, W), got {tuple(logits.shape)}")
+        if target_sizes is None:
+            return list(logits.argmax(dim=1))
+        if len(target_sizes) != len(logits):
+            raise ValueError(f"got {len(target_sizes)} target sizes for a batch of {len(logits)} logits")
+        height, width = logits.shape[-2:]
+        maps = []
+        for image_logits, size in zip(logits, target_sizes):
+            h, w = (int(v) for v in size)
+            if h <= height and w <= width:
+                image_logits = image_logits[:, :h, :w]
+            else:
+                image_logits = torch.nn.functional.interpolate(
+                    image_logits[None], size=(h, w), mode="bilinear", align_corners=False
+                )[0]
+            maps.append(image_logits.argmax(dim=0))
+        return maps

@@ -1,0 +1,291 @@
+"""SarSegmentationPipeline: LULC / water segmentation of SAR GeoTIFFs or arrays with one call.
+
+transformers' stock ``image-segmentation`` pipeline reads images with PIL and converts them to 8-bit RGB, which turns a
+float32 sigma0 GeoTIFF into zeros. This subclass reads rasters with rasterio (HH in band 1, HV in band 2), or takes
+numpy arrays, and hands raw backscatter to :class:`SarImageProcessor`, which calibrates, clips, standardizes and pads
+exactly as the checkpoint was trained.
+
+Usage, with the package installed::
+
+    import sarlulc  # registers the model, the processor and the "sar-segmentation" task
+    from transformers import pipeline
+
+    segmenter = pipeline("sar-segmentation", model="path/to/checkpoint", trust_remote_code=True)
+    # or, without remote code: pipeline("image-segmentation", model=..., pipeline_class=SarSegmentationPipeline)
+    segments = segmenter("tile.tif")                           # [{"score": None, "label": "Water", "mask": PIL}, ...]
+    class_map = segmenter("tile.tif", return_class_map=True)   # (H, W) numpy array of class ids, 255 = no data
+
+and without it (the checkpoint carries this file, see :func:`save_pipeline_files`)::
+
+    segmenter = pipeline("sar-segmentation", model="path/to/checkpoint", trust_remote_code=True)
+
+Pass ``task`` explicitly when offline: transformers cannot look a local folder's task up on the Hub.
+
+A checkpoint whose ``config.json`` lists the task under ``custom_pipelines`` makes ``pipeline("sar-segmentation", ...)``
+load this file from the checkpoint, and transformers then insists on ``trust_remote_code=True`` even when sarlulc is
+installed; ``pipeline_class=SarSegmentationPipeline`` avoids the remote pipeline code.
+
+The pipeline runs each input in one forward pass; it is meant for tiles. Whole scenes (thousands of pixels a side)
+go through ``sarlulc.inference.predict_scene``, which tiles with overlap and writes a georeferenced map.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForSemanticSegmentation
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
+
+from .image_processing_sar import input_kind_or_none, normalize_input_kind
+
+__all__ = [
+    "SAR_SEGMENTATION_CUSTOM_PIPELINES",
+    "SAR_SEGMENTATION_TASK",
+    "SarSegmentationPipeline",
+    "read_sar_raster",
+    "register_sar_segmentation_pipeline",
+    "save_pipeline_files",
+]
+
+SAR_SEGMENTATION_TASK = "sar-segmentation"
+"""The custom pipeline task name."""
+
+SAR_SEGMENTATION_CUSTOM_PIPELINES: dict[str, dict[str, Any]] = {
+    SAR_SEGMENTATION_TASK: {
+        "impl": "pipeline_sar_segmentation.SarSegmentationPipeline",
+        "pt": ["AutoModelForSemanticSegmentation"],
+        "type": "image",
+    }
+}
+"""The ``custom_pipelines`` entry of a checkpoint's ``config.json``, in the form ``Pipeline.save_pretrained`` writes:
+``impl`` is ``<module file>.<class>`` inside the checkpoint, ``pt`` names transformers Auto classes."""
+
+# Metadata that declares a raster's input kind, in the order the data layer (sarlulc.data.alos2) reads them.
+_INPUT_KIND_TAGS = ("SARLULC_INPUT_KIND", "INPUT_KIND", "SAR_INPUT_KIND", "SIGMA0_UNIT", "UNITS", "UNIT")
+_CALIBRATION_FACTOR_TAGS = ("SARLULC_CALIBRATION_FACTOR", "CALIBRATION_FACTOR")
+
+
+def read_sar_raster(path: str | os.PathLike, num_channels: int = 1) -> dict[str, Any]:
+    """Read a SAR raster (band 1 HH, optional band 2 HV) and what the processor needs to interpret it.
+
+    Args:
+        path: a GeoTIFF (or any GDAL raster).
+        num_channels: bands to read: 1 (HH) or 2 (HH, HV).
+
+    Returns:
+        A dict with ``image`` (``(num_channels, H, W)`` raw values, the raster's dtype), ``valid_mask`` (``(H, W)``
+        bool, False where any band read is nodata or masked by GDAL), ``nodata`` (band 1's declared nodata or None),
+        ``input_kind`` (from the metadata below, or None) and ``calibration_factor`` (from the tags
+        ``SARLULC_CALIBRATION_FACTOR``/``CALIBRATION_FACTOR``, or None).
+
+        The input kind comes from the tag ``SARLULC_INPUT_KIND`` (dataset or band 1), else from ``INPUT_KIND``,
+        ``SAR_INPUT_KIND``, ``SIGMA0_UNIT``, ``UNITS``, ``UNIT`` or band 1's unit type when their value names a kind
+        (``"dB"``, ``"amplitude"``, ...), as ``sarlulc.data`` decides it.
+
+    Raises:
+        ImportError: rasterio is not installed.
+        ValueError: the raster has fewer bands than ``num_channels``, an unknown ``SARLULC_INPUT_KIND`` or a
+            calibration factor tag that is not a number.
+    """
+    try:
+        import rasterio
+    except ImportError as err:  # only raster inputs need it; arrays work without
+        raise ImportError("reading rasters needs rasterio: pip install rasterio") from err
+
+    with rasterio.open(path) as dataset:
+        if dataset.count < num_channels:
+            raise ValueError(
+                f"{path} has {dataset.count} band(s); the model expects {num_channels} (band 1 HH, band 2 HV)"
+            )
+        bands = list(range(1, num_channels + 1))
+        image = dataset.read(bands)
+        valid_mask = (dataset.read_masks(bands) > 0).all(axis=0)
+        tags = {key.upper(): value for key, value in dataset.tags(1).items()}
+        tags.update({key.upper(): value for key, value in dataset.tags().items()})  # dataset tags win, as in alos2
+        declared = tags.get("SARLULC_INPUT_KIND")
+        if declared is not None:
+            input_kind = normalize_input_kind(declared)
+        else:
+            candidates = [tags[key] for key in _INPUT_KIND_TAGS if key in tags]
+            candidates += [dataset.units[0]] if dataset.units and dataset.units[0] else []
+            input_kind = next((kind for kind in map(input_kind_or_none, candidates) if kind is not None), None)
+        factor_tag = next((key for key in _CALIBRATION_FACTOR_TAGS if key in tags), None)
+        try:
+            factor = None if factor_tag is None else float(tags[factor_tag])
+        except ValueError as err:
+            raise ValueError(
+                f"{path}: tag {factor_tag}={tags[factor_tag]!r} is not a calibration factor in dB"
+            ) from err
+        return {
+            "image": image,
+            "valid_mask": valid_mask,
+            "nodata": dataset.nodatavals[0],
+            "input_kind": input_kind,
+            "calibration_factor": factor,
+        }
+
+
+class SarSegmentationPipeline(ImageSegmentationPipeline):
+    """Semantic segmentation of SAR backscatter with a sarlulc checkpoint (see the module docstring for loading).
+
+    Inputs (one, or a list for several):
+
+    * a path to a GeoTIFF: band 1 HH (and band 2 HV for two-channel models), in the units its metadata declares
+      (``SARLULC_INPUT_KIND`` etc., see :func:`read_sar_raster`), else the processor's ``input_kind``; its nodata value
+      and GDAL masks mark invalid pixels;
+    * a numpy array (or CPU tensor) ``(H, W)`` or ``(C, H, W)`` in the processor's ``input_kind`` units;
+    * a dict ``{"image": array, "valid_mask": (H, W) bool, "input_kind": ..., "nodata": ...}`` (all but ``image``
+      optional), e.g. a row of a ``sarlulc.data`` tile dataset with ``input_kind="db"``.
+
+    Call parameters:
+
+    * ``input_kind``, ``nodata``, ``calibration_factor``: override what the raster or the processor says;
+    * ``return_class_map`` (default False): return the ``(H, W)`` class-id map as a numpy array (uint8 when all ids
+      and the ignore index fit, else int64) instead of per-class masks: what GIS tools want to write as a raster;
+    * ``mask_invalid`` (default True): pixels invalid in the input (nodata, NaN, non-positive DN, masked) belong to
+      no class mask and get the processor's ``ignore_index`` (255) in the class map; False assigns every pixel its
+      predicted class, like the stock pipeline.
+
+    Output, per input (as transformers' ``image-segmentation`` pipeline for semantic segmentation): a list with one
+    ``{"score": None, "label": class name, "mask": PIL.Image}`` per class present, sorted by class id, where the mask
+    is mode ``"L"``, the input's size, 255 on the class's pixels and 0 elsewhere. Batching (``batch_size > 1``)
+    needs inputs of one size.
+    """
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+    _load_video_processor = False
+
+    def check_model_type(self, supported_models: Any) -> None:
+        """Accept any model: transformers' list holds its own segmentation models only, so the stock check would log
+        a spurious error for ours. The pipeline needs (B, K, H, W) ``logits`` and ``config.id2label``."""
+
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        subtask = kwargs.pop("subtask", None)
+        if subtask not in (None, "semantic"):
+            raise ValueError(f"SarSegmentationPipeline does semantic segmentation only, got subtask={subtask!r}")
+        preprocess = {k: kwargs.pop(k) for k in ("input_kind", "nodata", "calibration_factor") if k in kwargs}
+        postprocess = {k: kwargs.pop(k) for k in ("return_class_map", "mask_invalid") if k in kwargs}
+        # Anything else is left alone: pipeline() also hands loading options (local_files_only, ...) to __init__.
+        return preprocess, {}, postprocess
+
+    def preprocess(self, image: Any, **overrides: Any) -> dict[str, Any]:
+        """Read/collect one input and run the image processor on it (a batch of one)."""
+        processor = self.image_processor
+        if isinstance(image, (str, os.PathLike)):
+            item = read_sar_raster(Path(image), processor.num_channels)
+        elif isinstance(image, dict):
+            if "image" not in image:
+                raise ValueError(f"a dict input needs an 'image' array, got keys {sorted(image)}")
+            item = dict(image)
+        elif isinstance(image, (np.ndarray, torch.Tensor)):
+            item = {"image": image}
+        else:
+            raise ValueError(
+                f"SarSegmentationPipeline takes a raster path, a numpy array (H, W)/(C, H, W) or a dict with 'image'; "
+                f"got {type(image).__name__} (PIL images and URLs are 8-bit RGB and carry no backscatter)"
+            )
+        item.update(overrides)
+        kwargs = {key: item[key] for key in ("input_kind", "calibration_factor") if item.get(key) is not None}
+        if "nodata" in item:  # None is meaningful (no nodata value), so only a missing key means "default"
+            kwargs["nodata"] = item["nodata"]
+        valid_mask = item.get("valid_mask")
+        inputs = processor(
+            images=[item["image"]],
+            valid_masks=None if valid_mask is None else [valid_mask],
+            return_tensors="pt",
+            **kwargs,
+        )
+        inputs = inputs.to(self.dtype)
+        height, width = np.shape(item["image"])[-2:]
+        return {**inputs, "target_size": [(height, width)]}
+
+    def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
+        outputs = self.model(pixel_values=model_inputs["pixel_values"])
+        return {
+            "logits": outputs.logits,
+            "pixel_mask": model_inputs["pixel_mask"],
+            "target_size": model_inputs["target_size"],
+        }
+
+    def postprocess(
+        self, model_outputs: dict[str, Any], return_class_map: bool = False, mask_invalid: bool = True
+    ) -> list[dict[str, Any]] | np.ndarray:
+        target_size = model_outputs["target_size"]
+        class_map = self.image_processor.post_process_semantic_segmentation(model_outputs, target_sizes=target_size)
+        class_map = class_map[0].numpy()
+        ignore_index = self.image_processor.ignore_index
+        if mask_invalid:
+            height, width = target_size[0]
+            valid = model_outputs["pixel_mask"][0, :height, :width].numpy().astype(bool)
+            class_map = np.where(valid, class_map, ignore_index)
+        if return_class_map:
+            fits_uint8 = 0 <= ignore_index <= 255 and len(self.model.config.id2label) <= 256
+            return class_map.astype(np.uint8 if fits_uint8 else np.int64)
+
+        from PIL import Image
+
+        annotation = []
+        for label in np.unique(class_map):
+            if mask_invalid and label == ignore_index:
+                continue
+            mask = ((class_map == label) * 255).astype(np.uint8)
+            name = self.model.config.id2label[int(label)]
+            annotation.append({"score": None, "label": name, "mask": Image.fromarray(mask)})
+        return annotation
+
+
+def register_sar_segmentation_pipeline() -> None:
+    """Register the ``"sar-segmentation"`` task with transformers (importing sarlulc does this).
+
+    Afterwards ``pipeline("sar-segmentation", model=...)`` resolves to :class:`SarSegmentationPipeline` for checkpoints
+    that do not carry the pipeline themselves.
+    """
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    if PIPELINE_REGISTRY.supported_tasks.get(SAR_SEGMENTATION_TASK, {}).get("impl") is SarSegmentationPipeline:
+        return  # registering again would only log an "overwriting" warning
+    PIPELINE_REGISTRY.register_pipeline(
+        SAR_SEGMENTATION_TASK,
+        pipeline_class=SarSegmentationPipeline,
+        pt_model=AutoModelForSemanticSegmentation,
+        type="image",
+    )
+
+
+def save_pipeline_files(save_directory: str | os.PathLike, image_processor: Any | None = None) -> list[Path]:
+    """Make a checkpoint folder carry the pipeline, so that ``pipeline("sar-segmentation", model=folder,
+    trust_remote_code=True)`` works where sarlulc is not installed.
+
+    Copies this module and the files it imports (``image_processing_sar.py``) into the folder, adds
+    :data:`SAR_SEGMENTATION_CUSTOM_PIPELINES` to the folder's ``config.json`` (which must exist: save the model first)
+    and, when given, saves ``image_processor`` (its ``preprocessor_config.json`` and remote code). The pipeline also
+    needs that ``preprocessor_config.json``: save the processor the model was trained with into the folder, here or
+    with its own ``save_pretrained``; without it ``pipeline(...)`` fails to load an image processor.
+
+    Returns:
+        The files written or updated.
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.json``.
+    """
+    folder = Path(save_directory)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json; save the model there before adding the pipeline")
+    written = [Path(p) for p in custom_object_save(SarSegmentationPipeline, folder)]
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["custom_pipelines"] = {**config.get("custom_pipelines", {}), **SAR_SEGMENTATION_CUSTOM_PIPELINES}
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    written.append(config_file)
+    if image_processor is not None:
+        written.extend(Path(p) for p in image_processor.save_pretrained(folder))
+    return written
