@@ -30,18 +30,19 @@ class SarLulcConfig(PreTrainedConfig):
         highres_sources (`list[str]`, defaults to `("stem", "detail")`):
             `"stem"`: the encoder's stride-4 patch embedding, projected and added to the fused stride-4 map;
             `"detail"`: a light convolutional stem on the input at stride 2, added to the fused map (pooled) and
-            handed, with the input itself at stride 1, to the refine-up head's blocks of matching stride.
+            handed to the refine-up head's stride-2 block.
         highres_channels (`int`, defaults to 16):
             Channels of the detail stem.
         use_refine_up_head (`bool`, defaults to `True`):
-            Refinement (ii): from stride 4, alternate x2 upsampling and a 3x3 conv-BN-ReLU refinement block
-            (`refine_steps` times), then the classifier. Off = a 1x1 classifier at stride 4 and one bilinear
-            upsampling to the input size (the baseline; the module is absent).
+            Refinement (ii): from the decoder's stride-4 prediction, alternate a 3x3 conv-BN-ReLU refinement block
+            (fed the injected features of its stride) that adds a correction to the logits, and x2 upsampling
+            (`refine_steps` times), then upsample to the input size. Off = a 1x1 classifier at stride 4 and one
+            bilinear upsampling to the input size (the baseline; the module is absent).
         refine_steps (`int`, defaults to 2):
-            x2 upsampling + refinement steps: 2 reaches full resolution; 1 stops at stride 2 (then bilinear x2).
+            Refinement blocks, at strides 4 and 2.
         refine_channels (`list[int]`, defaults to `(16, 8)`):
-            Output channels of each refinement block (one per step). Narrow on purpose: these blocks run at strides
-            2 and 1, where every channel costs 4x and 16x what it costs at the decoder's stride 4.
+            Output channels of each refinement block (one per step). Narrow on purpose: they run at strides 4 and 2,
+            where every channel costs 16x and 64x what it costs at the encoder's stride 32.
         class_weight_alpha (`float`, defaults to 0.5):
             Refinement (iii): per-class weights `w_c ** alpha` in the focal and dice terms, with `w_c` the inverse
             class frequency normalized to mean 1 over the classes present in `class_frequencies`. 0 = unweighted,

@@ -170,6 +170,9 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         if out_features is None and out_indices is None:
             out_features = self.stage_names[1:]
         self._validate()
+        # Saved configs carry these derived values too; recomputed above, they must not be overwritten by stale ones.
+        for derived in ("hidden_size", "num_layers", "stage_names"):
+            kwargs.pop(derived, None)
         super().__init__(**kwargs)
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
 

@@ -43,7 +43,12 @@ class SarLulcClassifier(nn.Conv2d):
 
 
 class SarLulcConvModule(nn.Sequential):
-    """Convolution (no bias) -> BatchNorm -> ReLU."""
+    """Convolution (no bias) -> BatchNorm -> ReLU.
+
+    In eval mode BatchNorm is an affine map with fixed statistics, so it is folded into the convolution's weights
+    and bias on the fly: the same result without a pass over the (large) output. Parameters and state dict are those
+    of the three modules, so training and checkpoints are unaffected.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1):
         super().__init__(
@@ -51,6 +56,19 @@ class SarLulcConvModule(nn.Sequential):
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        conv, norm, activation = self
+        weight, bias = conv.weight, None
+        if not self.training and norm.running_var is not None:
+            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+            weight = weight * scale.view(-1, 1, 1, 1).to(weight.dtype)
+            bias = (norm.bias - norm.running_mean * scale).to(weight.dtype)
+        # The sarlulc maps are channels-last; a weight in the other layout sends oneDNN down a slow path.
+        if features.is_contiguous(memory_format=torch.channels_last):
+            weight = weight.contiguous(memory_format=torch.channels_last)
+        output = nn.functional.conv2d(features, weight, bias, conv.stride, conv.padding)
+        return activation(output if bias is not None else norm(output))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -107,47 +125,41 @@ class SarLulcUperDecoder(nn.Module):
 class HighResInjection(nn.Module):
     """Bring fine spatial detail (stride <= 4) into the decoding so thin structures and boundaries survive.
 
-    - `"stem"`: the encoder's stride-4 patch embedding, projected (1x1 conv + BN) and added to the fused map;
-    - `"detail"`: a light conv stem on the input (two 3x3 conv-BN-ReLU, the first strided) gives stride-2 features;
-      they are added to the fused map through a 2x2 average pool and a 1x1 projection (+ BN), and handed to the
-      refine-up head together with the input itself (stride 1), for its blocks of matching stride.
+    - `"stem"`: the encoder's stride-4 patch embedding (LayerNorm-ed by the backbone);
+    - `"detail"`: a light conv stem on the input (one strided 3x3 conv-BN-ReLU) gives stride-2 features, also handed
+      to the refine-up head's stride-2 block. (The raw input is not handed on at stride 1: its speckle would go
+      straight into the per-pixel logits.)
 
+    The stride-4 sources (the stem, the detail features 2x2-average-pooled) are concatenated and projected by one
+    1x1 convolution onto the decoder's channels, then added to its fused map: a single pass over that wide map.
     `forward` returns the enriched stride-4 map and `{stride: features}` skips for the head.
     """
 
     def __init__(self, config: SarLulcConfig, stem_channels: int, num_channels: int):
         super().__init__()
-        channels = config.decoder_hidden_size
-        self.stem_projection = None
+        self.use_stem = "stem" in config.highres_sources
         self.detail_stem = None
-        if "stem" in config.highres_sources:
-            self.stem_projection = nn.Sequential(
-                nn.Conv2d(stem_channels, channels, kernel_size=1, bias=False), nn.BatchNorm2d(channels)
-            )
+        projected = stem_channels if self.use_stem else 0
         if "detail" in config.highres_sources:
-            detail = config.highres_channels
-            self.detail_stem = nn.Sequential(
-                SarLulcConvModule(num_channels, detail, kernel_size=3, stride=2),
-                SarLulcConvModule(detail, detail, kernel_size=3),
-            )
-            self.detail_projection = nn.Sequential(
-                nn.AvgPool2d(kernel_size=2),
-                nn.Conv2d(detail, channels, kernel_size=1, bias=False),
-                nn.BatchNorm2d(channels),
-            )
-        self.skip_channels = {2: config.highres_channels, 1: num_channels} if self.detail_stem is not None else {}
+            self.detail_stem = SarLulcConvModule(num_channels, config.highres_channels, kernel_size=3, stride=2)
+            self.detail_pool = nn.AvgPool2d(kernel_size=2)
+            projected += config.highres_channels
+        self.projection = nn.Conv2d(projected, config.decoder_hidden_size, kernel_size=1)
+        self.skip_channels = {2: config.highres_channels} if self.detail_stem is not None else {}
 
     def forward(
         self, fused: torch.Tensor, stem: torch.Tensor | None, pixel_values: torch.Tensor
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        sources = [stem] if self.use_stem else []
         skips: dict[int, torch.Tensor] = {}
-        if self.stem_projection is not None:
-            fused = fused + self.stem_projection(stem)
         if self.detail_stem is not None:
-            detail = self.detail_stem(pixel_values)
-            fused = fused + self.detail_projection(detail)
-            skips = {2: detail, 1: pixel_values}
-        return fused, skips
+            # A one-band input is both NCHW- and NHWC-contiguous, and the convolution then answers in NCHW: pin the
+            # detail features to channels-last so that every later map of the head stays in the fast layout.
+            detail = self.detail_stem(pixel_values).contiguous(memory_format=torch.channels_last)
+            sources.append(self.detail_pool(detail))
+            skips = {2: detail}
+        injected = self.projection(sources[0] if len(sources) == 1 else torch.cat(sources, dim=1))
+        return fused + injected, skips
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -155,41 +167,58 @@ class HighResInjection(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class RefineUpHead(nn.Module):
-    """From stride 4 to full resolution in x2 steps, each refined by a 3x3 conv-BN-ReLU block, then a classifier.
+class SarLulcCorrection(nn.Conv2d):
+    """1x1 convolution from refined features to a logit correction; zero-initialized, so that a refine-up head starts
+    out predicting exactly what the baseline head does and its blocks learn only corrections."""
 
-    A 1x1 conv first narrows the decoder's channels, so that upsampling and refining touch few values; each block
-    concatenates the injected high-resolution features of its stride when there are any.
+    def __init__(self, in_channels: int, num_labels: int):
+        super().__init__(in_channels, num_labels, kernel_size=1)
+
+
+class RefineUpHead(nn.Module):
+    """Progressive refine-up: refinement blocks alternate with x2 upsampling, each correcting the prediction.
+
+    The decoder's stride-4 map is classified as in the baseline; then, for each refinement step (`refine_steps`, at
+    strides 4 and 2), a 3x3 conv-BN-ReLU block refines the features (concatenating the injected high-resolution
+    features of its stride, e.g. the detail stem's at stride 2) and a 1x1 correction is added to the logits brought
+    to that stride by x2 bilinear upsampling; the last logits are upsampled to the input size.
+
+    Why corrections rather than classifying the last block's features: those blocks are narrow (they run at high
+    resolution), and classifying 9 classes from a few channels starves the classifier; correcting a prediction made
+    from the decoder's full width is an easier job for them, and with zero-initialized corrections training starts
+    from exactly the baseline head. Only logits (a few channels) ever reach full resolution.
     """
 
     def __init__(self, config: SarLulcConfig, skip_channels: dict[int, int]):
         super().__init__()
-        self.reduce = SarLulcConvModule(config.decoder_hidden_size, config.refine_channels[0], kernel_size=1)
+        self.classifier = SarLulcClassifier(config.decoder_hidden_size, config.num_labels)
         self.blocks = nn.ModuleList()
+        self.corrections = nn.ModuleList()
         self.strides = []
-        in_channels = config.refine_channels[0]
-        stride = 4
+        in_channels, stride = config.decoder_hidden_size, 4
         for out_channels in config.refine_channels:
-            stride //= 2
             self.strides.append(stride)
             self.blocks.append(SarLulcConvModule(in_channels + skip_channels.get(stride, 0), out_channels, 3))
-            in_channels = out_channels
-        self.classifier = SarLulcClassifier(in_channels, config.num_labels)
+            self.corrections.append(SarLulcCorrection(out_channels, config.num_labels))
+            in_channels, stride = out_channels, stride // 2
 
     def forward(
         self, fused: torch.Tensor, skips: dict[int, torch.Tensor], output_size: tuple[int, int]
     ) -> torch.Tensor:
-        features = self.reduce(fused)
         height, width = output_size
-        for stride, block in zip(self.strides, self.blocks):
-            features = _upsample(features, (height // stride, width // stride))
+        logits = self.classifier(fused)
+        features = fused
+        for stride, block, correction in zip(self.strides, self.blocks, self.corrections):
+            size = (height // stride, width // stride)
+            if features.shape[-2:] != size:
+                features = _upsample(features, size)
+                logits = _upsample(logits, size)
             if stride in skips:
                 features = torch.cat([features, skips[stride]], dim=1)
             features = block(features)
-        logits = self.classifier(features)
-        if logits.shape[-2:] != (height, width):
-            logits = _upsample(logits, output_size)
-        return logits
+            logits = logits + correction(features)
+        # contiguous at the last block's stride, where the few logit channels are cheap to reorder
+        return _upsample(logits.contiguous(), output_size)
 
 
 class BilinearUpHead(nn.Module):
@@ -202,7 +231,8 @@ class BilinearUpHead(nn.Module):
     def forward(
         self, fused: torch.Tensor, skips: dict[int, torch.Tensor], output_size: tuple[int, int]
     ) -> torch.Tensor:
-        return _upsample(self.classifier(fused), output_size)
+        # contiguous before upsampling: the few logit channels are cheap to reorder at stride 4, not at stride 1
+        return _upsample(self.classifier(fused).contiguous(), output_size)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -236,8 +266,9 @@ class AlphaScaledFocalDiceLoss(nn.Module):
         num_classes = logits.shape[1]
         logits = logits.float()
         valid = labels != self.ignore_index
-        if not bool(valid.any()):
-            return logits.sum() * 0.0
+        # Denominators are clamped instead of branching on "any valid pixel?": a batch without one then gives 0 with
+        # zero gradients, and the loss stays a single graph for torch.compile (a data-dependent branch breaks it).
+        tiny = torch.finfo(logits.dtype).tiny
         log_probs = torch.log_softmax(logits, dim=1)
         target = torch.where(valid, labels, torch.zeros_like(labels)).long()
         weights = self.class_weights.to(logits.device)
@@ -245,7 +276,7 @@ class AlphaScaledFocalDiceLoss(nn.Module):
         log_p_true = log_probs.gather(1, target.unsqueeze(1)).squeeze(1)  # (B, H, W)
         pixel_weights = weights[target] * valid
         focal_terms = -((1.0 - log_p_true.exp()).clamp_min(0.0) ** self.gamma) * log_p_true
-        focal = (pixel_weights * focal_terms).sum() / pixel_weights.sum()
+        focal = (pixel_weights * focal_terms).sum() / pixel_weights.sum().clamp_min(tiny)
         if self.dice_weight == 0:
             return focal
 
@@ -257,7 +288,7 @@ class AlphaScaledFocalDiceLoss(nn.Module):
         dice_coefficient = (2.0 * intersection + self.smooth) / (predicted + counts + self.smooth)
         present = (counts > 0).to(probs.dtype)
         class_weights = weights * present
-        dice = (class_weights * (1.0 - dice_coefficient)).sum() / class_weights.sum()
+        dice = (class_weights * (1.0 - dice_coefficient)).sum() / class_weights.sum().clamp_min(tiny)
         return focal + self.dice_weight * dice
 
 
@@ -297,6 +328,9 @@ class SarLulcPreTrainedModel(PreTrainedModel):
             return  # initialized by its own _init_weights (or loaded from pretraining)
         if isinstance(module, SarLulcClassifier):
             init.normal_(module.weight, std=0.01)
+            init.zeros_(module.bias)
+        elif isinstance(module, SarLulcCorrection):
+            init.zeros_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):
             init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
@@ -374,7 +408,12 @@ class SarLulcForSemanticSegmentation(SarLulcPreTrainedModel):
         for name in weight_files:
             state.update(load_file(os.path.join(directory, name)))
         prefix = SarMixMAEBackbone.base_model_prefix + "."
-        encoder_state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+        # the encoder's final LayerNorm serves pretraining only; the backbone normalizes each feature map itself
+        encoder_state = {
+            key[len(prefix) :]: value
+            for key, value in state.items()
+            if key.startswith(prefix) and not key.startswith(prefix + "layernorm.")
+        }
         if not encoder_state:
             raise ValueError(f"no encoder weights (keys starting with {prefix!r}) in {directory}")
         target = model.backbone.sar_mixmae
@@ -422,11 +461,11 @@ class SarLulcForSemanticSegmentation(SarLulcPreTrainedModel):
         outputs = self.backbone(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
         features = dict(zip(self.backbone.out_features, outputs.feature_maps))
         stages = [features[f"stage{i}"] for i in range(1, self.config.backbone_config.num_layers + 1)]
-        fused = self.decoder(stages)
-        # Injection and head run channels-last: their narrow convolutions at strides 2 and 1 are 2-3x faster in
-        # that layout on CPU (the wide decoder convolutions are not, so the decoder stays NCHW).
+        # Decoder and refinements run on channels-last maps (the backbone's already are): on CPU its convolutions
+        # are ~10% faster, the narrow high-resolution ones 2-3x; on GPU it is the layout tensor cores want.
         channels_last = torch.channels_last
-        fused = fused.contiguous(memory_format=channels_last)
+        stages = [stage.contiguous(memory_format=channels_last) for stage in stages]
+        fused = self.decoder(stages)
         skips: dict[int, torch.Tensor] = {}
         if self.injection is not None:
             stem = features.get("stem")
@@ -449,6 +488,7 @@ __all__ = [
     "BilinearUpHead",
     "HighResInjection",
     "RefineUpHead",
+    "SarLulcCorrection",
     "SarLulcForSemanticSegmentation",
     "SarLulcPreTrainedModel",
     "SarLulcUperDecoder",

@@ -338,7 +338,8 @@ class SarMixMAEWindowAttention(nn.Module):
             index = (
                 relative_position_index(window, self.window_size).flatten().to(self.relative_position_bias_table.device)
             )
-        bias = self.relative_position_bias_table[index].view(area, area, self.num_heads)
+        # index_select, not indexing: its backward is deterministic on CPU (indexing's scatter-add is not)
+        bias = self.relative_position_bias_table.index_select(0, index).view(area, area, self.num_heads)
         return bias.permute(2, 0, 1)
 
     def forward(
@@ -606,13 +607,16 @@ def _check_input_size(config: SarMixMAEConfig, pixel_values: torch.Tensor) -> No
 
 
 class SarMixMAEModel(SarMixMAEPreTrainedModel):
-    """The SAR-W-MixMAE encoder: patch embedding, four window-attention stages with patch merging, LayerNorm."""
+    """The SAR-W-MixMAE encoder: patch embedding, four window-attention stages with patch merging, LayerNorm.
 
-    def __init__(self, config: SarMixMAEConfig):
+    `add_final_layernorm=False` (the backbone) leaves out the final LayerNorm, which only `last_hidden_state` uses.
+    """
+
+    def __init__(self, config: SarMixMAEConfig, add_final_layernorm: bool = True):
         super().__init__(config)
         self.embeddings = SarMixMAEEmbeddings(config)
         self.encoder = SarMixMAEEncoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_layernorm else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -647,7 +651,9 @@ class SarMixMAEModel(SarMixMAEPreTrainedModel):
         embeddings = self.embeddings(pixel_values, mixing_mask)
         last_map, stage_maps = self.encoder(embeddings, group_mask)
         batch = last_map.shape[0]
-        last_hidden_state = self.layernorm(last_map.reshape(batch, -1, last_map.shape[-1]))
+        last_hidden_state = last_map.reshape(batch, -1, last_map.shape[-1])
+        if self.layernorm is not None:
+            last_hidden_state = self.layernorm(last_hidden_state)
 
         hidden_states = reshaped = stem = None
         if output_hidden_states:
@@ -663,15 +669,19 @@ class SarMixMAEModel(SarMixMAEPreTrainedModel):
 
 
 class SarMixMAEBackbone(BackboneMixin, SarMixMAEPreTrainedModel):
-    """The encoder as a backbone: LayerNorm-ed feature maps `(B, C, H, W)` of `config.out_features`.
+    """The encoder as a backbone: LayerNorm-ed feature maps `(B, C, H, W)` (channels-last memory) of `out_features`.
 
     `"stem"` is the stride-`patch_size` patch embedding (high-resolution detail for injection), `"stageN"` the output
     of stage N before patch merging (strides 4, 8, 16, 32 by default).
     """
 
+    # The backbone's encoder has no final LayerNorm (every feature map gets its own norm): a parameter no loss
+    # reaches would make DistributedDataParallel fail. Pretraining checkpoints carry one; it is not loaded.
+    _keys_to_ignore_on_load_unexpected = [r"^sar_mixmae\.layernorm\."]
+
     def __init__(self, config: SarMixMAEConfig):
         super().__init__(config)
-        self.sar_mixmae = SarMixMAEModel(config)
+        self.sar_mixmae = SarMixMAEModel(config, add_final_layernorm=False)
         self.num_features = [config.embed_dim] + [config.embed_dim * 2**i for i in range(config.num_layers)]
         self.hidden_states_norms = nn.ModuleDict(
             {
@@ -689,7 +699,9 @@ class SarMixMAEBackbone(BackboneMixin, SarMixMAEPreTrainedModel):
         feature_maps = []
         for stage in self.out_features:
             feature = maps[stage].permute(0, 2, 3, 1)
-            feature_maps.append(self.hidden_states_norms[stage](feature).permute(0, 3, 1, 2).contiguous())
+            # (B, C, H, W) views of channels-last memory, as the encoder computes them: no copy, and the layout in
+            # which convolutional heads run fastest.
+            feature_maps.append(self.hidden_states_norms[stage](feature).permute(0, 3, 1, 2))
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         return BackboneOutput(

@@ -1,0 +1,549 @@
+"""Benchmarks of sarlulc against the models a user would use instead, side by side in one process.
+
+    python scripts/benchmark.py pretrain   # SAR-W-MixMAE step vs SimMIM (Swin) and MAE (ViT); encoder vs SwinModel
+    python scripts/benchmark.py segment    # SarLulc all refinements on / off vs UperNet on a Swin backbone
+    python scripts/benchmark.py scene      # predict_scene on a synthetic scene vs the bare model on preloaded tiles
+    python scripts/benchmark.py all --json results.json
+
+Method: every candidate is warmed up, then the candidates run in interleaved rounds (A B C, A B C, ...), so that a
+slow phase of a shared machine hits all of them; we report the median time per call with min and max, the per-image
+throughput, the ratio to the peer, FLOPs per image (analytic for ours, `FlopCounterMode` for the peers, both with
+eager attention, since PyTorch's flop counter does not see its CPU flash-attention kernel) and the achieved FLOP/s;
+on CUDA also the model FLOP utilization against this device's measured bf16 matmul peak. BENCHMARKS.md explains
+the comparisons and records the latest figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import (
+    SwinConfig,
+    SwinForMaskedImageModeling,
+    SwinModel,
+    UperNetConfig,
+    UperNetForSemanticSegmentation,
+    ViTMAEConfig,
+    ViTMAEForPreTraining,
+)
+
+import sarlulc
+from sarlulc import LULC_9, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig, SarMixMAEForPreTraining
+from sarlulc.flops import pretraining_flops, segmentation_flops
+from sarlulc.models.modeling_sar_mixmae import SarMixMAEModel, random_mixing_mask
+
+# Encoder dimensions of the compared models. The decoder widths are METHOD.md's (tiny: 128/2/4, base: 512/8/16).
+DIMS = {
+    "tiny": dict(embed_dim=48, depths=[1, 1, 2, 1], num_heads=[2, 4, 8, 16], decoder=(128, 2, 4), seg_hidden=128),
+    "base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], decoder=(512, 8, 16), seg_hidden=512),
+}
+SIMMIM_MASK_RATIO = 0.6
+MAE_MASK_RATIO = 0.75
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float  # median per call
+    seconds_min: float
+    seconds_max: float
+    items: int  # images (tiles) per call
+    flops_per_item: float | None = None
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        return self.items / self.seconds
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(calls: dict[str, Callable[[], None]], device, warmup: int, repeats: int) -> dict[str, list[float]]:
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            synchronize(device)
+            start = time.perf_counter()
+            call()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def autocast(device: torch.device, dtype: str):
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def measured_flops(model: torch.nn.Module, call: Callable[[torch.nn.Module], None]) -> int:
+    """FLOPs of one `call(model)` by PyTorch's counter, on an eager-attention copy (see the module docstring)."""
+    counted = copy.deepcopy(model).float().cpu()
+    config = counted.config
+    config._attn_implementation = "eager"
+    with FlopCounterMode(display=False) as counter:
+        call(counted)
+    return counter.get_total_flops()
+
+
+def matmul_peak_flops(device: torch.device) -> float | None:
+    """Measured bf16 dense matmul FLOP/s of this GPU (the MFU denominator); None on CPU."""
+    if device.type != "cuda":
+        return None
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    repeats = 20
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def summarize(times: dict[str, list[float]], items: int, flops: dict[str, float | None], notes: dict[str, str]):
+    return [
+        Result(
+            name=name,
+            seconds=statistics.median(values),
+            seconds_min=min(values),
+            seconds_max=max(values),
+            items=items,
+            flops_per_item=flops.get(name),
+            notes=notes.get(name, ""),
+        )
+        for name, values in times.items()
+    ]
+
+
+def print_table(title: str, results: list[Result], reference: str, peak: float | None, unit: str = "img/s") -> None:
+    ref = next(r for r in results if r.name == reference)
+    print(f"\n## {title}")
+    print(f"(ratio = this model's {unit} / those of {reference}; min and max over the rounds)")
+    header = f"| {'model':<44} | {unit:>8} | {'min':>7} | {'max':>7} | {'ratio':>8} | GFLOP/item | TFLOP/s |"
+    if peak:
+        header += " MFU |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for r in results:
+        achieved = r.flops_per_item * r.throughput / 1e12 if r.flops_per_item else None
+        row = (
+            f"| {r.name:<44} | {r.throughput:8.2f} | {r.items / r.seconds_max:7.2f} | {r.items / r.seconds_min:7.2f} "
+            f"| {ref.seconds / r.seconds:7.3f}x | "
+            f"{(r.flops_per_item or float('nan')) / 1e9:10.2f} | {achieved if achieved else float('nan'):7.3f} |"
+        )
+        if peak:
+            row += f" {100 * achieved * 1e12 / peak:3.0f}% |" if achieved else "   - |"
+        print(row)
+    for r in results:
+        if r.notes:
+            print(f"- {r.name}: {r.notes}")
+
+
+def maybe_compile(model, enabled: bool):
+    return torch.compile(model) if enabled else model
+
+
+def optimizer_for(model, device):
+    # fused AdamW where the platform has it (CUDA), the same optimizer for every candidate
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# pretrain
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bench_pretrain(args) -> list[Result]:
+    device = torch.device(args.device)
+    dims = DIMS[args.dims]
+    batch, size, window = args.batch_size, args.image_size, args.window
+    decoder_dim, decoder_depth, decoder_heads = dims["decoder"]
+    encoder = dict(embed_dim=dims["embed_dim"], depths=dims["depths"], num_heads=dims["num_heads"])
+    ours_config = SarMixMAEConfig(
+        image_size=size,
+        window_size=window,
+        decoder_embed_dim=decoder_dim,
+        decoder_depth=decoder_depth,
+        decoder_num_heads=decoder_heads,
+        **encoder,
+    )
+    swin_config = SwinConfig(image_size=size, num_channels=1, window_size=window, encoder_stride=32, **encoder)
+    stage3 = dims["embed_dim"] * 4
+    mae_config = ViTMAEConfig(
+        image_size=size,
+        patch_size=16,
+        num_channels=1,
+        hidden_size=stage3,
+        num_hidden_layers=sum(dims["depths"]),
+        num_attention_heads=dims["num_heads"][2],
+        intermediate_size=4 * stage3,
+        decoder_hidden_size=decoder_dim,
+        decoder_num_hidden_layers=decoder_depth,
+        decoder_num_attention_heads=decoder_heads,
+        decoder_intermediate_size=4 * decoder_dim,
+        mask_ratio=MAE_MASK_RATIO,
+        norm_pix_loss=True,
+    )
+    torch.manual_seed(0)
+    pixels = torch.randn(batch, 1, size, size, device=device)
+    units = size // 32
+
+    def simmim_mask():
+        keep = torch.rand(batch, units * units, device=device).argsort(1) < round(SIMMIM_MASK_RATIO * units * units)
+        factor = size // 4 // units
+        return keep.view(batch, units, units).repeat_interleave(factor, 1).repeat_interleave(factor, 2).flatten(1)
+
+    models = {
+        "SAR-W-MixMAE (ours)": (SarMixMAEForPreTraining(ours_config), lambda: dict(pixel_values=pixels)),
+        "SimMIM (transformers Swin)": (
+            SwinForMaskedImageModeling(swin_config),
+            lambda: dict(pixel_values=pixels, bool_masked_pos=simmim_mask()),
+        ),
+        "MAE (transformers ViT)": (ViTMAEForPreTraining(mae_config), lambda: dict(pixel_values=pixels)),
+    }
+    mask = random_mixing_mask((units, units), 0.5, device=device)
+    encoders = {
+        "encoder: ours, group-masked": (
+            SarMixMAEModel(ours_config),
+            lambda: dict(pixel_values=pixels, mixing_mask=mask, attention_group_mask=mask),
+        ),
+        "encoder: transformers SwinModel": (
+            SwinModel(swin_config, add_pooling_layer=False),
+            lambda: dict(pixel_values=pixels),
+        ),
+    }
+
+    def train_step(model, inputs, loss_of):
+        model = model.to(device).train()
+        compiled = maybe_compile(model, args.compile)
+        optimizer = optimizer_for(model, device)
+
+        def step():
+            with autocast(device, args.dtype):
+                loss = loss_of(compiled(**inputs()))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return step
+
+    def flops_of(model, inputs, loss_of):
+        def call(m):
+            cpu_inputs = {k: v.cpu() if torch.is_tensor(v) else v for k, v in inputs().items()}
+            loss_of(m.train()(**cpu_inputs)).backward()
+
+        return measured_flops(model, call)
+
+    model_loss = lambda out: out.loss  # noqa: E731
+    encoder_loss = lambda out: out.last_hidden_state.float().pow(2).mean()  # noqa: E731
+    calls = {name: train_step(m, inp, model_loss) for name, (m, inp) in models.items()}
+    calls.update({name: train_step(m, inp, encoder_loss) for name, (m, inp) in encoders.items()})
+    times = interleaved(calls, device, args.warmup, args.repeats)
+
+    flops = {"SAR-W-MixMAE (ours)": pretraining_flops(ours_config, 1, size, size).training}
+    flops["SimMIM (transformers Swin)"] = flops_of(*models["SimMIM (transformers Swin)"], model_loss) / batch
+    flops["MAE (transformers ViT)"] = flops_of(*models["MAE (transformers ViT)"], model_loss) / batch
+    for name, (m, inp) in encoders.items():
+        flops[name] = flops_of(m, inp, encoder_loss) / batch
+    notes = {
+        "SAR-W-MixMAE (ours)": f"mask ratio 0.5 mixed with the reversed batch, {args.dims} dims, window {window}",
+        "SimMIM (transformers Swin)": f"{SIMMIM_MASK_RATIO:.0%} masking in 32 px units, same encoder dims and window",
+        "MAE (transformers ViT)": (
+            f"not equal dims: ViT is not hierarchical; patch 16, width {stage3} (our stage 3), "
+            f"{sum(dims['depths'])} blocks, {MAE_MASK_RATIO:.0%} masking, our decoder widths"
+        ),
+    }
+    results = summarize(times, batch, flops, notes)
+    peak = matmul_peak_flops(device)
+    print_table(
+        f"pretrain: training step (forward + backward + AdamW), batch {batch}, {size}x{size}x1, {args.device}, "
+        f"{args.dtype}{', torch.compile' if args.compile else ''}",
+        results[:3],
+        "SimMIM (transformers Swin)",
+        peak,
+    )
+    print_table("encoder alone: forward + backward + AdamW", results[3:], "encoder: transformers SwinModel", peak)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# segment
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bench_segment(args) -> list[Result]:
+    results = []
+    for dims_name in args.dims.split(","):
+        results.extend(_segment_at(args, dims_name))
+    return results
+
+
+def _segment_model(args, dims_name: str, refinements: bool) -> SarLulcForSemanticSegmentation:
+    dims = DIMS[dims_name]
+    encoder = dict(embed_dim=dims["embed_dim"], depths=dims["depths"], num_heads=dims["num_heads"])
+    widths = dict(highres_channels=32, refine_channels=(32, 16)) if dims_name == "base" else {}
+    config = SarLulcConfig(
+        backbone_config=SarMixMAEConfig(image_size=args.image_size, window_size=args.window, **encoder),
+        decoder_hidden_size=dims["seg_hidden"],
+        use_highres_injection=refinements,
+        use_refine_up_head=refinements,
+        id2label=LULC_9.id2label,
+        label2id=LULC_9.label2id,
+        **widths,
+    )
+    return SarLulcForSemanticSegmentation(config)
+
+
+def _segment_at(args, dims_name: str) -> list[Result]:
+    device = torch.device(args.device)
+    dims = DIMS[dims_name]
+    batch, size, hidden = args.batch_size, args.image_size, dims["seg_hidden"]
+    swin = SwinConfig(
+        image_size=size,
+        num_channels=1,
+        window_size=args.window,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+        embed_dim=dims["embed_dim"],
+        depths=dims["depths"],
+        num_heads=dims["num_heads"],
+    )
+    upernet = UperNetForSemanticSegmentation(
+        UperNetConfig(backbone_config=swin, hidden_size=hidden, use_auxiliary_head=False, num_labels=9)
+    )
+    on, off, peer = (
+        f"[{dims_name}] SarLulc, refinements on (ours)",
+        f"[{dims_name}] SarLulc, refinements off (ours)",
+        f"[{dims_name}] UperNet + Swin (transformers)",
+    )
+    models = {on: _segment_model(args, dims_name, True), off: _segment_model(args, dims_name, False), peer: upernet}
+    torch.manual_seed(0)
+    pixels = torch.randn(batch, 1, size, size, device=device)
+
+    def forward(model):
+        model = maybe_compile(model.to(device).eval(), args.compile)
+
+        def call():
+            with torch.inference_mode(), autocast(device, args.dtype):
+                model(pixel_values=pixels)
+
+        return call
+
+    def upernet_call(model):
+        with torch.no_grad():
+            model.eval()(pixel_values=pixels[:1].cpu())
+
+    times = interleaved({name: forward(m) for name, m in models.items()}, device, args.warmup, args.repeats)
+    flops = {name: segmentation_flops(models[name].config, 1, size, size).forward for name in (on, off)}
+    flops[peer] = measured_flops(upernet, upernet_call)
+    notes = {
+        peer: f"same encoder dims, window {args.window}, decoder width {hidden}, no auxiliary head",
+        on: "high-res injection + refine-up head (alpha only changes training)",
+    }
+    results = summarize(times, batch, flops, notes)
+    print_table(
+        f"segment [{dims_name}]: forward, batch {batch}, {size}x{size}x1, {args.device}, {args.dtype}"
+        f"{', torch.compile' if args.compile else ''}",
+        results,
+        peer,
+        matmul_peak_flops(device),
+        unit="tiles/s",
+    )
+    print(f"- refinements cost {100 * (results[0].seconds / results[1].seconds - 1):+.1f}% time over all-off")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# scene
+# ---------------------------------------------------------------------------------------------------------------------
+
+SCENE_WORKER = r"""
+import json, resource, sys, time, torch
+from sarlulc.inference import predict_scene
+args = json.loads(sys.argv[1])
+report = predict_scene(args["checkpoint"], args["scene"], args["out"], tile=args["tile"], overlap=args["overlap"],
+                       batch_size=args["batch_size"], device=args["device"], progress=False)
+peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"report": {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in vars(report).items()},
+                  "peak_rss_mb": peak_kb / 1024}))
+"""
+
+
+def bench_scene(args) -> list[Result]:
+    """`predict_scene` in a fresh process (for its peak RSS) vs the bare model on preloaded tiles of the same size."""
+    from sarlulc.data.synthetic import generate_scene
+    from sarlulc.models.image_processing_sar import SarImageProcessor
+
+    device = torch.device(args.device)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="sarlulc-bench-") as work:
+        print(f"\nwriting a {args.scene_size} x {args.scene_size} synthetic scene ...", flush=True)
+        scene = generate_scene(os.path.join(work, "scene"), args.scene_size, seed=0, progress=False).scene
+        dims = DIMS[args.dims]
+        config = SarLulcConfig(
+            backbone_config=SarMixMAEConfig(
+                embed_dim=dims["embed_dim"], depths=dims["depths"], num_heads=dims["num_heads"]
+            ),
+            decoder_hidden_size=dims["seg_hidden"],
+            id2label=LULC_9.id2label,
+            label2id=LULC_9.label2id,
+        )
+        torch.manual_seed(0)
+        model = SarLulcForSemanticSegmentation(config).eval()
+        checkpoint = os.path.join(work, "checkpoint")
+        model.save_pretrained(checkpoint)
+        SarImageProcessor(input_kind="dn").save_pretrained(checkpoint)
+
+        runs = {}
+        for overlap in (0, args.overlap):
+            payload = dict(
+                checkpoint=checkpoint,
+                scene=scene,
+                out=os.path.join(work, f"map_{overlap}.tif"),
+                tile=args.tile,
+                overlap=overlap,
+                batch_size=args.batch_size,
+                device=args.device,
+            )
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", SCENE_WORKER, json.dumps(payload)], capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"predict_scene failed:\n{done.stderr[-3000:]}")
+            runs[overlap] = (json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start)
+
+        # the bare model on as many preloaded tiles as the default-overlap run processed
+        report, _ = runs[args.overlap]
+        tiles_run = int(report["report"]["tiles"])
+        tiles = torch.randn(args.batch_size, 1, args.tile, args.tile, device=device)
+        model = model.to(device)
+        batches = -(-tiles_run // args.batch_size)
+
+        def bare():
+            with torch.inference_mode():
+                for _ in range(batches):
+                    model(pixel_values=tiles)
+
+        start = time.perf_counter()
+        bare()
+        bare_seconds = time.perf_counter() - start
+
+    tile_area = args.tile * args.tile
+    pure = batches * args.batch_size * tile_area / bare_seconds
+    print(
+        f"\n## scene: {args.scene_size} x {args.scene_size}, tile {args.tile}, batch {args.batch_size}, {args.device}"
+    )
+    print("| run | tiles | seconds | model-processed px/s | vs bare model | output px/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| bare model, preloaded tiles | {batches * args.batch_size} | {bare_seconds:.1f} | {pure:,.0f} | 1.000x | - | - |"
+    )
+    for overlap, (run, _) in runs.items():
+        rep = run["report"]
+        seconds = float(rep["seconds_total"])
+        processed = int(rep["tiles"]) * tile_area / seconds
+        output = args.scene_size**2 / seconds
+        print(
+            f"| predict_scene, overlap {overlap} | {rep['tiles']} | {seconds:.1f} | {processed:,.0f} | "
+            f"{processed / pure:.3f}x | {output:,.0f} | {run['peak_rss_mb']:.0f} |"
+        )
+        results.append(
+            Result(
+                name=f"predict_scene overlap {overlap}",
+                seconds=seconds,
+                seconds_min=seconds,
+                seconds_max=seconds,
+                items=int(rep["tiles"]),
+                extra={
+                    "model_processed_px_per_s": processed,
+                    "ratio_to_bare_model": processed / pure,
+                    "output_px_per_s": output,
+                    "peak_rss_mb": run["peak_rss_mb"],
+                },
+            )
+        )
+    results.append(Result("bare model", bare_seconds, bare_seconds, bare_seconds, batches * args.batch_size))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("benchmark", choices=["pretrain", "segment", "scene", "all"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="bfloat16 = autocast")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 8 (pretrain), 4 (segment, scene)")
+    parser.add_argument("--image-size", type=int, default=None, help="default: 256 (pretrain), 512 (segment)")
+    parser.add_argument("--window", type=int, default=8, help="attention window of every stage, ours and peers'")
+    parser.add_argument("--dims", default=None, help="tiny or base; segment takes a list (default tiny,base)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (median, min, max)")
+    parser.add_argument("--scene-size", type=int, default=8192)
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"sarlulc {sarlulc.__version__}, torch {torch.__version__}, device {args.device}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    selected = ["pretrain", "segment", "scene"] if args.benchmark == "all" else [args.benchmark]
+    output = {}
+    for name in selected:
+        run = argparse.Namespace(**vars(args))
+        run.batch_size = args.batch_size or (8 if name == "pretrain" else 4)
+        run.image_size = args.image_size or (256 if name == "pretrain" else 512)
+        run.dims = args.dims or ("tiny,base" if name == "segment" else "tiny")
+        bench = {"pretrain": bench_pretrain, "segment": bench_segment, "scene": bench_scene}[name]
+        output[name] = [asdict(r) | {"throughput": r.throughput} for r in bench(run)]
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(output, handle, indent=2)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Tile datasets for training: where they come from, how they become batches, and how batches are normalized.
+
+Training data is given as one path, which is either
+
+* a dataset saved with ``save_to_disk`` (a ``DatasetDict`` of splits, as ``sarlulc demo`` writes to ``OUT/tiles``, or a
+  single ``Dataset``), or
+* GeoTIFF scenes: a folder (every scene and its ``*_labels.tif`` / ``labels.tif``), or one scene file; these are tiled
+  with :mod:`sarlulc.data.tiles` (and split in space for fine-tuning).
+
+Batches stay in sigma0 dB until the training step: augmentation (:mod:`sarlulc.training.augment`) works in dB, and
+:class:`TileNormalization` then applies the image processor's clip and standardization on the accelerator's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.classes import ClassScheme
+from ..data.tiles import SpatialSplit, datasets_progress_bars, split_tile_dataset, tile_dataset
+
+__all__ = [
+    "TileNormalization",
+    "UsageError",
+    "check_label_ids",
+    "collate_tiles",
+    "is_saved_dataset",
+    "label_histogram",
+    "load_tile_splits",
+    "training_view",
+]
+
+_SAVED_DATASET_MARKERS = ("dataset_dict.json", "state.json")
+
+
+class UsageError(ValueError):
+    """A problem with what the user asked for (arguments, paths, configs): reported without a traceback."""
+
+
+def is_saved_dataset(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``."""
+    path = Path(path)
+    return path.is_dir() and any((path / marker).is_file() for marker in _SAVED_DATASET_MARKERS)
+
+
+def _load_saved(path: Path) -> datasets.DatasetDict:
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.Dataset):
+        return datasets.DatasetDict({"train": loaded})
+    return loaded
+
+
+def load_tile_splits(
+    source: str | Path,
+    *,
+    scheme: ClassScheme,
+    split: SpatialSplit | None,
+    tile_size: int,
+    stride: int | None = None,
+    min_valid_fraction: float = 0.5,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> datasets.DatasetDict:
+    """The tile splits of a saved dataset or of GeoTIFF scenes (see the module docstring).
+
+    Args:
+        source: a saved dataset folder, a folder of scenes, or a scene file.
+        scheme: class scheme used to encode the label rasters (scenes only; a saved dataset keeps its ids).
+        split: spatial split for scenes; ``None`` puts every tile into ``"train"`` (pretraining).
+        tile_size, stride, min_valid_fraction, cache_dir, progress: tiling options of
+            :func:`sarlulc.data.tiles.tile_dataset` (scenes only).
+
+    Raises:
+        UsageError: the source does not exist.
+        SarLulcDataError: a scene or label raster is unusable.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise UsageError(
+            f"training data {path} does not exist (give a saved dataset folder, a scene folder or a scene)"
+        )
+    if is_saved_dataset(path):
+        return _load_saved(path)
+    options = dict(
+        tile_size=tile_size,
+        stride=stride,
+        scheme=scheme,
+        min_valid_fraction=min_valid_fraction,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    with datasets_progress_bars(progress):
+        if split is None:
+            return datasets.DatasetDict({"train": tile_dataset(str(path), **options)})
+        return split_tile_dataset(str(path), split, **options)
+
+
+def training_view(dataset: datasets.Dataset, with_labels: bool) -> datasets.Dataset:
+    """The columns a training step reads, formatted as numpy arrays of their stored dtypes.
+
+    ``with_format("numpy")`` alone would widen ``valid_mask`` and ``label`` to int64 (see :mod:`sarlulc.data.tiles`);
+    ``dtype=None`` keeps uint8, an eighth of the bytes per batch.
+    """
+    columns = ["image", "valid_mask", "label"] if with_labels else ["image", "valid_mask"]
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise UsageError(f"the dataset lacks the columns {missing}; it has {dataset.column_names}")
+    return dataset.select_columns(columns).with_format("numpy", dtype=None)
+
+
+def collate_tiles(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack tile examples into a batch.
+
+    Returns:
+        ``images`` ``(B, C, T, T)`` float32 sigma0 dB (0.0 where invalid), ``valid`` ``(B, T, T)`` bool and, if the
+        examples have labels, ``labels`` ``(B, T, T)`` int64 class ids (255 = ignore).
+    """
+    batch = {
+        "images": torch.from_numpy(np.stack([np.asarray(e["image"], dtype=np.float32) for e in examples])),
+        "valid": torch.from_numpy(np.stack([np.asarray(e["valid_mask"]) for e in examples])).bool(),
+    }
+    if "label" in examples[0]:
+        batch["labels"] = torch.from_numpy(np.stack([np.asarray(e["label"]) for e in examples])).long()
+    return batch
+
+
+@dataclass(frozen=True)
+class TileNormalization:
+    """The image processor's clip + standardization, as a batched torch transform for the training hot path.
+
+    ``pixel_values = (clip(dB, low, high) - mean[c]) / std[c]``, 0.0 where invalid: exactly what
+    ``SarImageProcessor.preprocess(..., input_kind="db")`` computes for tiles whose side is a multiple of its
+    ``pad_to_multiple_of``, without the per-sample numpy round trip. Build it with :meth:`from_processor` so the
+    processor's config stays the single source of these numbers.
+    """
+
+    clip_db: tuple[float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_processor(cls, processor: Any) -> TileNormalization:
+        if not getattr(processor, "do_normalize", True):
+            raise UsageError("the image processor has do_normalize=False; training expects standardized inputs")
+        return cls(
+            clip_db=(float(processor.clip_db[0]), float(processor.clip_db[1])),
+            mean=tuple(float(v) for v in processor.image_mean),
+            std=tuple(float(v) for v in processor.image_std),
+        )
+
+    def __call__(self, images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``images`` ``(B, C, H, W)`` dB, ``valid`` ``(B, H, W)`` bool -> ``pixel_values`` ``(B, C, H, W)`` float32."""
+        if images.shape[1] != len(self.mean):
+            raise ValueError(f"images have {images.shape[1]} bands but the normalization has {len(self.mean)}")
+        shape = (1, len(self.mean), 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=images.device).view(shape)
+        std = torch.tensor(self.std, dtype=torch.float32, device=images.device).view(shape)
+        values = (images.float().clamp(*self.clip_db) - mean) / std
+        return values * valid.unsqueeze(1).to(values.dtype)
+
+
+def label_histogram(dataset: datasets.Dataset, *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Pixel count of every label value 0..255 in the ``label`` column, int64 ``(256,)``."""
+    counts = np.zeros(256, dtype=np.int64)
+    batches = dataset.select_columns(["label"]).with_format("numpy", dtype=None).iter(batch_size=batch_size)
+    for batch in tqdm(batches, desc="label histogram", unit="batch", disable=not progress):
+        counts += np.bincount(np.asarray(batch["label"], dtype=np.uint8).ravel(), minlength=256)
+    return counts
+
+
+def check_label_ids(histogram: np.ndarray, scheme: ClassScheme, where: str) -> None:
+    """Raise :class:`UsageError` if labels hold ids that are neither a class of ``scheme`` nor its ignore index.
+
+    A saved dataset keeps the class ids of the scheme it was tiled with; ids beyond the task's classes mean the task
+    (or ``--class_scheme``) does not match the data.
+    """
+    stray = [
+        value for value in np.flatnonzero(histogram) if value >= scheme.num_classes and value != scheme.ignore_index
+    ]
+    if stray:
+        raise UsageError(
+            f"{where} has label ids {[int(v) for v in stray][:10]} but the class scheme {scheme.name!r} has "
+            f"{scheme.num_classes} classes (ids 0..{scheme.num_classes - 1}, {scheme.ignore_index} = ignore); the "
+            "data was tiled with another class scheme: re-tile it for this task or choose the matching task"
+        )
+    if not histogram[: scheme.num_classes].any():
+        raise UsageError(f"{where} has no labeled pixel (every label is {scheme.ignore_index}); it cannot train")

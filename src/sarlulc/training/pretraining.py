@@ -1,0 +1,189 @@
+"""SAR-W-MixMAE pretraining on unlabeled tiles (the logic behind ``scripts/pretrain.py``).
+
+Steps: validate every option (before anything heavy), tile or load the training data, compute the band statistics of
+the training tiles and write them into both the model config (``input_db_mean`` / ``input_db_std`` /
+``input_clip_db``, which the backscatter-weighted loss needs to recover linear power) and the image processor, then run
+the shared loop (:func:`sarlulc.training.loop.train`) with a loss that augments the batch, normalizes it and draws
+the mixing mask from the step's generator.
+
+The output folder is a ``SarMixMAEForPreTraining`` checkpoint (``config.json``, ``model.safetensors``, remote code)
+with ``preprocessor_config.json``, ``band_statistics.json``, ``training_args.json`` and ``all_results.json``; it is
+what ``scripts/finetune.py --pretrained`` expects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+from torch import nn
+
+from ..data.classes import get_scheme
+from ..data.tiles import BandStatistics, band_statistics
+from ..models.configuration_sar_mixmae import SarMixMAEConfig
+from ..models.image_processing_sar import SarImageProcessor
+from ..models.modeling_sar_mixmae import SarMixMAEForPreTraining
+from .augment import AugmentConfig, augment_batch
+from .common import (
+    AugmentArguments,
+    TileArguments,
+    check_input_size,
+    computed_on_main_process,
+    configure_logging,
+    library_progress_bars,
+    save_arguments,
+)
+from .configs import build_config, parse_overrides
+from .data import TileNormalization, UsageError, collate_tiles, load_tile_splits, training_view
+from .loop import LoopArguments, TrainingHooks, TrainResult, create_accelerator, train
+
+__all__ = [
+    "BAND_STATISTICS_FILENAME",
+    "PretrainingArguments",
+    "PretrainingLoopArguments",
+    "pretraining_loss",
+    "run_pretraining",
+]
+
+BAND_STATISTICS_FILENAME = "band_statistics.json"
+
+
+@dataclass
+class PretrainingArguments:
+    """Model options of pretraining (data: :class:`TileArguments`, augmentation: :class:`AugmentArguments`, the loop:
+    :class:`LoopArguments`)."""
+
+    _argument_group_name = "model"
+
+    config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder with a sar_mixmae config.json, e.g. hub_configs/sar-mixmae-tiny or hub_configs/sar-mixmae-base "
+            "(default: the tiny model's defaults)."
+        },
+    )
+    config_overrides: list[str] | None = field(
+        default=None,
+        metadata={"help": "Config fields to change, as KEY=VALUE (JSON values), e.g. embed_dim=32 depths=[1,1,1,1]."},
+    )
+    dataset_split: str = field(
+        default="train", metadata={"help": "Split of a saved DatasetDict to pretrain on (tiled scenes: all tiles)."}
+    )
+
+    def model_config(self) -> SarMixMAEConfig:
+        """The validated model config (band statistics not yet filled in); raises :class:`UsageError`."""
+        return build_config(SarMixMAEConfig, self.config, parse_overrides(self.config_overrides))
+
+
+@dataclass
+class PretrainingLoopArguments(LoopArguments):
+    """The loop's options with MixMAE's optimizer defaults (AdamW betas (0.9, 0.95), weight decay 0.05)."""
+
+    _argument_group_name = "training loop"
+
+    learning_rate: float = field(
+        default=1.5e-4, metadata={"help": "Peak learning rate (MixMAE: 1.5e-4 x total batch / 256)."}
+    )
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MixMAE: 0.95)."})
+
+
+def pretraining_loss(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    normalization: TileNormalization,
+    augment: AugmentConfig,
+) -> torch.Tensor:
+    """Augment in dB, normalize like the image processor, and return the SAR-W-MixMAE loss.
+
+    The mixing mask is drawn from ``generator`` inside the model, so a resumed step mixes exactly as the original did.
+    """
+    images, valid, _ = augment_batch(batch["images"], batch["valid"], None, augment, generator)
+    pixel_values = normalization(images, valid)
+    return model(pixel_values=pixel_values, pixel_mask=valid, generator=generator).loss
+
+
+def _statistics_config(config: SarMixMAEConfig, statistics: BandStatistics) -> SarMixMAEConfig:
+    if len(statistics.mean) != config.num_channels:
+        raise UsageError(
+            f"the training tiles have {len(statistics.mean)} bands but the config expects num_channels="
+            f"{config.num_channels}"
+        )
+    values = config.to_dict()
+    values.update(input_db_mean=statistics.mean, input_db_std=statistics.std, input_clip_db=list(statistics.clip_range))
+    return SarMixMAEConfig.from_dict(values)
+
+
+def run_pretraining(
+    args: PretrainingArguments,
+    tile_args: TileArguments,
+    augment_args: AugmentArguments,
+    loop_args: LoopArguments,
+) -> TrainResult:
+    """Pretrain SAR-W-MixMAE as described in the module docstring.
+
+    Raises:
+        UsageError, SarLulcDataError: before training starts, for bad options, paths, configs or data.
+    """
+    loop_args.validate()
+    tile_args.validate()
+    config = args.model_config()
+    augment = augment_args.augment_config()
+    check_input_size(augment.crop_size or tile_args.tile_size, config.encoder_stride, "the training input size")
+    with library_progress_bars(not loop_args.disable_tqdm):
+        return _pretrain(args, tile_args, loop_args, augment_args, config)
+
+
+def _pretrain(
+    args: PretrainingArguments,
+    tile_args: TileArguments,
+    loop_args: LoopArguments,
+    augment_args: AugmentArguments,
+    config: SarMixMAEConfig,
+) -> TrainResult:
+    augment = augment_args.augment_config()
+    accelerator = create_accelerator(loop_args, "pretrain")
+    configure_logging(accelerator)
+    progress = not loop_args.disable_tqdm and accelerator.is_local_main_process
+    with accelerator.main_process_first():
+        splits = load_tile_splits(
+            tile_args.train_data,
+            scheme=get_scheme(None),
+            split=None,
+            tile_size=tile_args.tile_size,
+            stride=tile_args.tile_stride,
+            min_valid_fraction=tile_args.min_valid_fraction,
+            cache_dir=tile_args.cache_dir,
+            progress=progress,
+        )
+    if args.dataset_split not in splits:
+        raise UsageError(f"--dataset_split {args.dataset_split!r} is not in the data (splits: {list(splits)})")
+    tiles = splits[args.dataset_split]
+    if len(tiles) == 0:
+        raise UsageError(f"no training tile in {tile_args.train_data} (split {args.dataset_split!r})")
+    check_input_size(augment.crop_size or tiles.features["image"].shape[-1], config.encoder_stride, "the tile size")
+    statistics = computed_on_main_process(
+        accelerator, lambda: band_statistics(tiles, tuple(config.input_clip_db), progress=progress)
+    )
+    config = _statistics_config(config, statistics)
+    processor = SarImageProcessor.from_band_statistics(statistics)
+    normalization = TileNormalization.from_processor(processor)
+
+    set_seed(loop_args.seed)
+    model = SarMixMAEForPreTraining(config)
+    save_arguments(accelerator, loop_args.output_dir, args, tile_args, augment_args, loop_args)
+
+    def save_artifacts(directory: Path) -> None:
+        processor.save_pretrained(directory)
+        statistics.save_json(directory / BAND_STATISTICS_FILENAME)
+
+    hooks = TrainingHooks(
+        run_name="pretrain",
+        collate_fn=collate_tiles,
+        compute_loss=lambda m, batch, gen: pretraining_loss(m, batch, gen, normalization, augment),
+        save_artifacts=save_artifacts,
+        hyperparameters={"train_tiles": len(tiles), "input_db_mean": statistics.mean, "input_db_std": statistics.std},
+    )
+    return train(model, training_view(tiles, with_labels=False), loop_args, hooks, accelerator)
