@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from sarlulc.cli import build_parser, main, run_demo
+from sarlulc.cli import build_parser, main
 from sarlulc.data.classes import LULC_9
+from sarlulc.demo import run_demo
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +66,7 @@ def test_synth_rejects_bad_sizes(tmp_path, size):
 
 def test_demo_prints_splits_and_statistics(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--size", "512", "--tile-size", "64", "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--size", "512", "--tile-size", "64", "--data-only", "--no-progress"]) == 0
     printed = capsys.readouterr().out
     tiles = datasets.load_from_disk(str(out / "tiles"))
     assert list(tiles) == ["train", "validation", "test"]
@@ -85,7 +86,55 @@ def test_demo_prints_splits_and_statistics(tmp_path, capsys):
 
 def test_run_demo_returns_its_outputs(tmp_path):
     lines = []
-    result = run_demo(tmp_path / "demo", size=256, tile_size=64, group_size=1, progress=False, echo=lines.append)
+    result = run_demo(
+        tmp_path / "demo", size=256, tile_size=64, group_size=1, train=False, progress=False, echo=lines.append
+    )
     assert result.scene.exists() and result.labels.exists() and result.tiles.exists()
     assert sum(result.split_sizes.values()) > 0
-    assert [line.split()[0] for line in lines if line.startswith("[")] == ["[1/3]", "[2/3]", "[3/3]"]
+    assert [line.split()[0] for line in lines if line.startswith("[")] == ["[1/2]", "[2/2]"]
+    assert result.model is None and result.map is None
+
+
+def test_the_full_demo_chain_writes_a_georeferenced_map_and_scores_it(tmp_path):
+    """The whole chain at toy scale (a few steps each): the map is on the scene's grid and the reported scores are
+    the confusion counts of the map against the label raster on the held-out test tiles, recomputed here."""
+    from rasterio.windows import Window
+
+    lines = []
+    result = run_demo(
+        tmp_path / "demo",
+        size=768,  # enough tiles for one pretraining batch of 16 in the train split
+        tile_size=128,
+        group_size=1,
+        pretrain_steps=3,
+        finetune_steps=3,
+        progress=False,
+        echo=lines.append,
+    )
+    assert [line.split()[0] for line in lines if line.startswith(("[", "\n["))] == [f"[{i}/7]" for i in range(1, 8)]
+    assert (result.pretrained / "model.safetensors").is_file()
+    assert (result.model / "model.safetensors").is_file()
+    assert set(result.extra_maps) == {"confidence", "water"}
+    with rasterio.open(result.scene) as scene, rasterio.open(result.map) as predicted:
+        assert (predicted.height, predicted.width) == (scene.height, scene.width)
+        assert predicted.crs == scene.crs and predicted.transform == scene.transform
+        valid = scene.read_masks(1) > 0
+        classes = predicted.read(1)
+    assert np.all(classes[valid] < LULC_9.num_classes) and np.all(classes[~valid] == 255)
+
+    test = datasets.load_from_disk(str(result.tiles))["test"]
+    confusion = np.zeros((LULC_9.num_classes, LULC_9.num_classes), dtype=np.int64)
+    with rasterio.open(result.labels) as labels:
+        for row_off, col_off in zip(test["row_off"], test["col_off"]):
+            window = Window(col_off, row_off, 128, 128)
+            target = LULC_9.encode(labels.read(1, window=window, boundless=True, fill_value=0))
+            prediction = classes[row_off : row_off + 128, col_off : col_off + 128]
+            keep = (target != 255) & (prediction != 255)
+            np.add.at(confusion, (target[keep], prediction[keep]), 1)
+    present = (confusion.sum(0) + confusion.sum(1)) > 0  # in the prediction or the reference
+    iou = np.diag(confusion) / (confusion.sum(0) + confusion.sum(1) - np.diag(confusion)).clip(min=1)
+    assert result.mean_iou == pytest.approx(iou[present].mean(), abs=1e-6)
+    report = json.loads(result.report.read_text())
+    assert report["mean_iou"] == pytest.approx(result.mean_iou)
+    assert result.quicklook.stat().st_size > 10_000
+    assert any("mIoU" in line for line in lines)

@@ -3,22 +3,21 @@
 ``sarlulc synth``
     Write a synthetic ALOS-2 HH scene (``scene.tif``) and its aligned JAXA-code labels (``labels.tif``) into a folder.
 ``sarlulc demo``
-    End-to-end walk-through on a small synthetic scene: synthesize, tile with a spatial split, report statistics.
+    The whole method end to end on a small synthetic scene: data, pretraining, fine-tuning, a GeoTIFF map, metrics.
+``sarlulc predict``
+    Predict a whole scene with a checkpoint and write a georeferenced class map (``scripts/predict.py`` takes the
+    same arguments and also runs under ``accelerate launch``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .data.alos2 import DEFAULT_CALIBRATION_FACTOR, SarLulcDataError
-from .data.classes import JAXA_SOURCE_CLASSES, get_scheme
+from .data.classes import JAXA_SOURCE_CLASSES
 
 Echo = Callable[[str], None]
 
@@ -39,7 +38,7 @@ def _size(text: str) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------------------------------------
 # sarlulc synth
 # ----------------------------------------------------------------------------------------------------------------------
-def _describe_synthetic(result, echo: Echo) -> None:
+def describe_synthetic(result, echo: Echo) -> None:
     import rasterio
 
     with rasterio.open(result.scene) as scene:
@@ -69,7 +68,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         block_size=args.block_size,
         progress=not args.no_progress,
     )
-    _describe_synthetic(result, print)
+    describe_synthetic(result, print)
     return 0
 
 
@@ -101,104 +100,18 @@ def _add_synth(subparsers: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # sarlulc demo
 # ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class DemoResult:
-    """What :func:`run_demo` produced (paths inside its output folder and the numbers it printed)."""
-
-    scene: Path
-    labels: Path
-    tiles: Path
-    split_sizes: dict[str, int]
-    class_frequencies: Path
-    band_statistics: Path
-
-
-def _demo_synthesize(out_dir: Path, size: int, seed: int, progress: bool, echo: Echo):
-    from .data.synthetic import generate_scene
-
-    start = time.perf_counter()
-    result = generate_scene(out_dir / "scene", size=size, seed=seed, progress=progress)
-    echo(f"[1/3] synthetic scene ({size} x {size} px, seed {seed}) in {time.perf_counter() - start:.1f} s")
-    _describe_synthetic(result, lambda line: echo(f"      {line}"))
-    return result
-
-
-def _demo_tiles(scene_dir: Path, out_dir: Path, tile_size: int, group_size: int, progress: bool, echo: Echo):
-    from .data.tiles import SpatialSplit, datasets_progress_bars, split_tile_dataset
-
-    start = time.perf_counter()
-    split = SpatialSplit(group_size=group_size, seed=0)
-    splits = split_tile_dataset(scene_dir, split, tile_size=tile_size, cache_dir=out_dir / "cache", progress=progress)
-    tiles_dir = out_dir / "tiles"
-    with datasets_progress_bars(progress):
-        splits.save_to_disk(str(tiles_dir))
-    echo(
-        f"[2/3] {tile_size} x {tile_size} tiles, spatial split by groups of {group_size} x {group_size} tiles, "
-        f"in {time.perf_counter() - start:.1f} s; saved to {tiles_dir}"
-    )
-    for name, dataset in splits.items():
-        echo(f"      {name:<11} {len(dataset):>5} tiles")
-    return splits, tiles_dir
-
-
-def _demo_statistics(train, out_dir: Path, progress: bool, echo: Echo) -> tuple[Path, Path]:
-    from .data.tiles import band_statistics, class_frequencies
-
-    frequencies = class_frequencies(train, get_scheme("lulc-9"), progress=progress)
-    bands = band_statistics(train, progress=progress)
-    frequencies_path, bands_path = out_dir / "class_frequencies.json", out_dir / "band_statistics.json"
-    frequencies.save_json(frequencies_path)
-    bands.save_json(bands_path)
-    echo(f"[3/3] statistics of the train split (saved to {frequencies_path.name}, {bands_path.name})")
-    for line in frequencies.table().splitlines():
-        echo(f"      {line}")
-    low, high = bands.clip_range
-    for name, mean, std in zip(("HH", "HV"), bands.mean, bands.std):
-        echo(f"      {name} sigma0 clipped to [{low:g}, {high:g}] dB: mean {mean:.3f} dB, std {std:.3f} dB")
-    missing = [frequencies.id2label[i] for i in np.flatnonzero(frequencies.counts == 0)]
-    if missing:
-        echo(f"      classes absent from the train split: {', '.join(missing)}")
-    return frequencies_path, bands_path
-
-
-def run_demo(
-    out_dir: str | Path = "demo_output",
-    *,
-    size: int = 1024,
-    seed: int = 0,
-    tile_size: int = 128,
-    group_size: int = 2,
-    progress: bool = True,
-    echo: Echo = print,
-) -> DemoResult:
-    """Run the demo's steps in order, printing what each one did.
-
-    1. synthesize a scene and its labels (``OUT/scene/scene.tif``, ``OUT/scene/labels.tif``);
-    2. tile them into a spatially split ``DatasetDict`` saved to ``OUT/tiles`` (Arrow cache in ``OUT/cache``);
-    3. compute class frequencies and band mean/std on the train split (``OUT/*.json``).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scene = _demo_synthesize(out_dir, size, seed, progress, echo)
-    splits, tiles_dir = _demo_tiles(scene.scene.parent, out_dir, tile_size, group_size, progress, echo)
-    frequencies_path, bands_path = _demo_statistics(splits["train"], out_dir, progress, echo)
-    return DemoResult(
-        scene=scene.scene,
-        labels=scene.labels,
-        tiles=tiles_dir,
-        split_sizes={name: len(dataset) for name, dataset in splits.items()},
-        class_frequencies=frequencies_path,
-        band_statistics=bands_path,
-    )
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
     run_demo(
         args.out,
         size=args.size,
         seed=args.seed,
         tile_size=args.tile_size,
         group_size=args.group_size,
+        pretrain_steps=args.pretrain_steps,
+        finetune_steps=args.finetune_steps,
+        train=not args.data_only,
         progress=not args.no_progress,
     )
     return 0
@@ -208,16 +121,112 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run the walk-through on a small synthetic scene",
-        description="Synthesize a small scene, tile it into a spatially split dataset, and print tile counts, "
-        "class statistics and band mean/std.",
+        description="The whole method on a small synthetic ALOS-2-like scene, in minutes on a CPU: synthesize a "
+        "scene, tile it into a spatially split dataset, pretrain SAR-W-MixMAE, fine-tune the LULC model, predict the "
+        "scene into a GeoTIFF map, evaluate it on the held-out test tiles, and draw a quicklook.",
     )
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default ./demo_output)")
     parser.add_argument("--size", type=int, default=1024, help="scene side in pixels (default 1024)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--tile-size", type=int, default=128, help="tile side in pixels (default 128)")
     parser.add_argument("--group-size", type=int, default=2, help="split groups of N x N tiles (default 2)")
+    parser.add_argument("--pretrain-steps", type=int, default=300, help="SAR-W-MixMAE steps (default 300)")
+    parser.add_argument("--finetune-steps", type=int, default=400, help="fine-tuning steps (default 400)")
+    parser.add_argument(
+        "--data-only", action="store_true", help="stop after the data steps (synthesize, tile, statistics)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_cmd_demo)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# sarlulc predict
+# ----------------------------------------------------------------------------------------------------------------------
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``sarlulc predict`` (shared with ``scripts/predict.py``)."""
+    parser.add_argument(
+        "checkpoint", type=str, help="folder of a segmentation checkpoint (save_pretrained), or a Hub model id"
+    )
+    parser.add_argument("scene", type=Path, help="ALOS-2 scene GeoTIFF (band 1 HH, optional band 2 HV)")
+    parser.add_argument("out", type=Path, help="class map GeoTIFF to write (uint8 class ids, 255 = no data)")
+    parser.add_argument("--tile", type=int, default=512, help="tile side in px, a multiple of 32 (default 512)")
+    parser.add_argument(
+        "--overlap", type=int, default=64, help="px shared by neighbouring tiles, below tile/2 (default 64)"
+    )
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
+    parser.add_argument(
+        "--probabilities",
+        choices=("classes", "confidence"),
+        default=None,
+        help="also write OUT_probabilities.tif (one band per class) or OUT_confidence.tif (the winning class), "
+        "probability x 255",
+    )
+    parser.add_argument("--water", action="store_true", help="also write OUT_water.tif (1 water, 0 other, 255 no data)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1, ... (default: cuda if available; per process under accelerate)",
+    )
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="threads preparing tiles (default 1 on CPU, 4 on GPU)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_predict(args: argparse.Namespace, prog: str = "sarlulc predict", echo: Echo = print) -> int:
+    """Run :func:`sarlulc.inference.predict_scene` with parsed arguments and print what it wrote.
+
+    Problems the user can fix (the scene, the checkpoint, an option, the output path) end with ``prog: error: ...``
+    on stderr and exit status 1, without a traceback.
+    """
+    from .inference import predict_scene
+
+    try:
+        report = predict_scene(
+            args.checkpoint,
+            args.scene,
+            args.out,
+            tile=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            probabilities=args.probabilities,
+            water=args.water,
+            device=args.device,
+            progress=not args.no_progress,
+            overwrite=args.overwrite,
+            num_workers=args.num_workers,
+        )
+    except (ValueError, OSError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    if report.process_index == 0:
+        height, width = report.shape
+        echo(f"wrote {report.path}: {height} x {width} px class map")
+        for kind, path in report.extra_paths.items():
+            echo(f"wrote {path}: {kind}")
+        processes = f" x {report.num_processes} processes" if report.num_processes > 1 else ""
+        echo(
+            f"{report.tiles} tiles of {report.tile} px ({report.tiles_skipped} without valid pixels skipped) on "
+            f"{report.device}{processes} in {report.seconds_total:.1f} s, "
+            f"{report.model_pixels_per_second / 1e6:.2f} Mpx/s through the model"
+        )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    return run_predict(args)
+
+
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict a land-cover map for a whole scene",
+        description="Predict a whole ALOS-2 scene with a segmentation checkpoint, tile by tile with blended overlaps, "
+        "and write a georeferenced class map with a colour table (nodata 255).",
+    )
+    add_predict_arguments(parser)
+    parser.set_defaults(func=_cmd_predict)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -229,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_synth(subparsers)
     _add_demo(subparsers)
+    _add_predict(subparsers)
     return parser
 
 

@@ -1,0 +1,618 @@
+"""Whole-scene inference (sarlulc.inference.predict_scene, `sarlulc predict`, scripts/predict.py): georeferenced
+outputs, exactness without overlap, reflected borders, seamless blending, bounded memory, clean interruption, several
+processes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
+from sarlulc.cli import main
+from sarlulc.data.alos2 import SarLulcDataError, dn_to_db
+from sarlulc.data.synthetic import generate_scene
+from sarlulc.inference import _OutputFiles, _taper, _TileGrid, output_paths, predict_scene, scheme_for_labels
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A four-stage encoder small enough for the CPU: 128 px tiles give token grids 32/16/8/4.
+TINY_ENCODER = dict(
+    image_size=64,
+    embed_dim=16,
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 2, 2, 4),
+    window_size=(8, 8, 4, 2),
+    decoder_embed_dim=32,
+    decoder_depth=1,
+    decoder_num_heads=2,
+)
+
+
+def tiny_config(id2label: dict[int, str] | None = None) -> SarLulcConfig:
+    id2label = id2label or LULC_9.id2label
+    return SarLulcConfig(
+        backbone_config=SarMixMAEConfig(**TINY_ENCODER),
+        decoder_hidden_size=32,
+        pool_scales=(1, 2),
+        highres_channels=8,
+        refine_channels=(8, 8),
+        id2label=id2label,
+        label2id={name: i for i, name in id2label.items()},
+    )
+
+
+def offline_env(hf_home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(REPO / "src"),
+    }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a small shared CPU box, two OpenMP threads that wait for each other make the tiny
+    model tens of times slower; results do not depend on it (the multi-process test relies on that too)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def hf_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+
+
+@pytest.fixture(scope="module")
+def model() -> SarLulcForSemanticSegmentation:
+    torch.manual_seed(0)
+    return SarLulcForSemanticSegmentation(tiny_config()).eval()
+
+
+@pytest.fixture(scope="module")
+def processor() -> SarImageProcessor:
+    return SarImageProcessor(input_kind="dn")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, processor, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("checkpoint")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    """192 x 320 px: larger than a 128 px tile in both directions, with a nodata wedge."""
+    return generate_scene(tmp_path_factory.mktemp("scene"), (192, 320), seed=1, progress=False).scene
+
+
+def read(path: Path) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as dataset:
+        return dataset.read(), dataset.profile
+
+
+def scene_valid(scene_path: Path) -> np.ndarray:
+    with rasterio.open(scene_path) as dataset:
+        return dataset.read(1) != 0  # synthetic scenes: uint16 DN, nodata 0
+
+
+def column_jumps(probabilities: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column boundary c (between c-1 and c): mean |probability change| and the share of changed classes, over
+    rows valid on both sides."""
+    valid = classes != 255
+    both = valid[:, 1:] & valid[:, :-1]
+    counted = np.maximum(both.sum(axis=0), 1)
+    change = np.abs(np.diff(probabilities.astype(float) / 255, axis=2)).mean(axis=0)
+    jumps = (change * both).sum(axis=0) / counted
+    disagreement = ((classes[:, 1:] != classes[:, :-1]) & both).sum(axis=0) / counted
+    return jumps, disagreement
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The outputs
+# ----------------------------------------------------------------------------------------------------------------------
+def test_map_has_the_scene_grid_colours_class_names_and_nodata(model, processor, scene, tmp_path):
+    out = tmp_path / "maps" / "lulc.tif"  # the missing folder is created
+    report = predict_scene(
+        model,
+        scene,
+        out,
+        tile=128,
+        overlap=32,
+        batch_size=2,
+        image_processor=processor,
+        probabilities="classes",
+        water=True,
+        progress=False,
+    )
+    paths = output_paths(out, "classes", water=True)
+    assert sorted(os.listdir(out.parent)) == sorted(p.name for p in paths.values())  # no temporary file left
+    assert report.path == out and report.extra_paths == {k: v for k, v in paths.items() if k != "classes"}
+    grid = _TileGrid(192, 320, 128, 32)
+    assert report.tiles > 1 and report.tiles + report.tiles_skipped == grid.num_tiles
+    assert report.shape == (192, 320) and report.pixels_written == 192 * 320 and report.seconds_total > 0
+
+    valid = scene_valid(scene)
+    assert 0 < valid.sum() < valid.size  # the synthetic scene has a nodata wedge
+    with rasterio.open(scene) as source, rasterio.open(out) as result:
+        assert result.crs == source.crs and result.transform == source.transform
+        assert result.shape == source.shape and result.count == 1 and result.dtypes == ("uint8",)
+        assert result.nodata == 255
+        assert result.profile["tiled"] and result.block_shapes == [(256, 256)]
+        assert result.profile["compress"] == "deflate"
+        colors = result.colormap(1)
+        assert {i: colors[i] for i in range(9)} == {i: (*c.color, 255) for i, c in enumerate(LULC_9.classes)}
+        assert colors[255] == (0, 0, 0, 0)
+        assert result.tags(1) == {f"CLASS_{i}": name for i, name in LULC_9.id2label.items()}
+        assert json.loads(result.tags()["SARLULC_CLASS_NAMES"]) == LULC_9.names
+        assert result.descriptions[0].startswith("class id")
+        classes = result.read(1)
+    np.testing.assert_array_equal(classes == 255, ~valid)
+    assert classes[valid].max() < 9
+
+    probabilities, profile = read(paths["probabilities"])
+    assert probabilities.shape == (9, 192, 320) and profile["count"] == 9
+    with rasterio.open(paths["probabilities"]) as dataset:
+        np.testing.assert_array_equal(dataset.dataset_mask() > 0, valid)
+        assert dataset.scales == (1 / 255,) * 9
+        assert dataset.tags(1) == {"CLASS_ID": "0", "CLASS_NAME": "Water"}
+    sums = probabilities.astype(int).sum(axis=0)[valid]
+    assert np.all(np.abs(sums - 255) <= 5)  # nine values rounded to 1/255 each
+    winner = np.take_along_axis(probabilities, classes[None].astype(np.int64) % 255, axis=0)[0]
+    assert np.all(winner[valid] >= probabilities.max(axis=0)[valid] - 1)  # the class map is their argmax
+
+    water, water_profile = read(paths["water"])
+    assert water_profile["nodata"] == 255
+    np.testing.assert_array_equal(water[0], np.where(valid, classes == LULC_9.water_id, 255))
+
+
+def test_without_overlap_the_map_is_each_tiles_own_argmax(model, processor, tmp_path):
+    """Computed independently: rasterio reads of the raw tiles, the processor, the model in the same batches."""
+    scene_path = generate_scene(tmp_path / "scene", (256, 384), seed=3, progress=False).scene
+    tile, batch_size = 128, 2  # three tiles per tile row: batches of 2 and 1
+    report = predict_scene(
+        model,
+        scene_path,
+        tmp_path / "map.tif",
+        tile=tile,
+        overlap=0,
+        batch_size=batch_size,
+        image_processor=processor,
+        progress=False,
+    )
+    assert report.tiles + report.tiles_skipped == 6
+
+    expected = np.full((256, 384), 255, dtype=np.uint8)
+    with rasterio.open(scene_path) as source, torch.inference_mode():
+        for row in range(256 // tile):
+            tiles = []
+            for col in range(384 // tile):
+                raw = source.read(1, window=Window(col * tile, row * tile, tile, tile))
+                features = processor(raw, return_tensors="pt")
+                if features["pixel_mask"].any():  # tiles without a valid pixel are not run
+                    tiles.append((col, features))
+            for first in range(0, len(tiles), batch_size):
+                chunk = tiles[first : first + batch_size]
+                logits = model(pixel_values=torch.cat([f["pixel_values"] for _, f in chunk])).logits
+                for (col, features), argmax in zip(chunk, logits.argmax(dim=1)):
+                    block = np.where(features["pixel_mask"][0].numpy() == 1, argmax.numpy(), 255)
+                    expected[row * tile : (row + 1) * tile, col * tile : (col + 1) * tile] = block
+    np.testing.assert_array_equal(read(tmp_path / "map.tif")[0][0], expected)
+
+
+def test_border_tiles_read_reflected_context(model, processor, tmp_path):
+    """A scene smaller than one tile: the single tile starts overlap/2 px before the scene and reaches past its end;
+    its pixels there mirror the scene (numpy's "reflect"), and reflected nodata stays nodata."""
+    scene_path = generate_scene(tmp_path / "scene", (96, 96), seed=2, progress=False).scene
+    predict_scene(
+        model, scene_path, tmp_path / "map.tif", tile=128, overlap=32, image_processor=processor, progress=False
+    )
+    with rasterio.open(scene_path) as source:
+        dn = source.read(1)
+    padded = np.pad(dn, ((16, 16), (16, 16)), mode="reflect")  # the tile covers rows/cols -16 .. 111
+    with torch.inference_mode():
+        argmax = model(pixel_values=processor(padded, return_tensors="pt")["pixel_values"]).logits.argmax(dim=1)[0]
+    expected = np.where(dn != 0, argmax.numpy()[16:112, 16:112], 255)
+    np.testing.assert_array_equal(read(tmp_path / "map.tif")[0][0], expected)
+    zero_padded = np.pad(dn, ((16, 16), (16, 16)))
+    with torch.inference_mode():
+        zeros = model(pixel_values=processor(zero_padded, return_tensors="pt")["pixel_values"]).logits.argmax(dim=1)
+    assert not np.array_equal(expected, np.where(dn != 0, zeros[0].numpy()[16:112, 16:112], 255))
+
+
+def test_blending_removes_the_seams_between_tiles(model, processor, tmp_path):
+    """Without overlap, predictions jump where tiles meet (each tile sees a different context: zero padding in its
+    convolutions, its own pyramid pooling); with overlap the same columns look like any other column."""
+    scene_path = generate_scene(tmp_path / "scene", (256, 512), seed=5, progress=False).scene
+    seams = np.array([128, 256, 384]) - 1  # column boundaries between the 128 px tiles of the overlap-0 grid
+    results = {}
+    for overlap in (0, 32):
+        out = tmp_path / f"map_{overlap}.tif"
+        predict_scene(
+            model,
+            scene_path,
+            out,
+            tile=128,
+            overlap=overlap,
+            batch_size=4,
+            image_processor=processor,
+            probabilities="classes",
+            progress=False,
+        )
+        probabilities = read(output_paths(out, "classes")["probabilities"])[0]
+        results[overlap] = column_jumps(probabilities, read(out)[0][0])
+
+    jumps, disagreement = results[0]
+    typical = np.median(jumps)
+    assert jumps[seams].min() > 5 * typical
+    assert disagreement[seams].mean() > 0.1  # a tenth of the rows change class across the seam
+    jumps, disagreement = results[32]
+    assert jumps[seams].max() < 2.5 * np.median(jumps)
+    assert jumps.max() < 4 * np.median(jumps)  # no seam anywhere, the new tile edges included
+    assert disagreement[seams].mean() < 0.05
+
+
+def test_the_scene_decides_its_input_kind(model, processor, scene, tmp_path):
+    """A float sigma0-dB copy of the DN scene (tagged as dB, NaN nodata) gives the same map with the same DN
+    processor: the scene's tags say how to calibrate it, the processor only clips and standardizes."""
+    with rasterio.open(scene) as source:
+        profile, dn = source.profile, source.read(1)
+    db, valid = dn_to_db(dn)
+    db[~valid] = np.nan
+    profile.update(dtype="float32", nodata=float("nan"))
+    db_scene = tmp_path / "db.tif"
+    with rasterio.open(db_scene, "w", **profile) as dataset:
+        dataset.write(db, 1)
+        dataset.update_tags(SARLULC_INPUT_KIND="db")
+    kwargs = dict(tile=128, overlap=32, image_processor=processor, progress=False)
+    predict_scene(model, scene, tmp_path / "from_dn.tif", **kwargs)
+    predict_scene(model, db_scene, tmp_path / "from_db.tif", **kwargs)
+    with rasterio.open(tmp_path / "from_db.tif") as result:
+        assert result.tags()["SARLULC_INPUT_KIND"] == "db"
+    np.testing.assert_array_equal(read(tmp_path / "from_db.tif")[0], read(tmp_path / "from_dn.tif")[0])
+
+
+def test_blending_weights_never_vanish_and_neighbours_sum_to_one():
+    taper = _taper(128, 32)
+    assert taper.min() > 0 and taper.max() == 1.0
+    np.testing.assert_allclose(taper[-32:] + taper[:32], 1.0)  # the right ramp of a tile + the left of the next
+    grid = _TileGrid(1000, 700, 128, 32)
+    rows, cols = grid.weight_sums()
+    assert rows.min() > 0 and cols.min() > 0
+    assert grid.row_starts[0] == -16 and grid.row_starts[-1] == 1000 + 16 - 128
+    assert np.all(np.diff(grid.row_starts) <= 96)
+    np.testing.assert_allclose(rows[16 : 16 + 96 * 8], 1.0, rtol=1e-6)  # regular spacing: weights sum to one
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Memory
+# ----------------------------------------------------------------------------------------------------------------------
+MEMORY_CHILD = textwrap.dedent(
+    """
+    import json, resource, sys
+    import torch
+    from transformers.modeling_outputs import SemanticSegmenterOutput
+    from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
+    from sarlulc.inference import predict_scene
+
+    torch.set_num_threads(1)
+    config = SarLulcConfig(
+        backbone_config=SarMixMAEConfig(embed_dim=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)),
+        decoder_hidden_size=32, id2label=LULC_9.id2label, label2id=LULC_9.label2id,
+    )
+    model = SarLulcForSemanticSegmentation(config).eval()
+    # What is measured is the pipeline around the model (reads, queues, blending band, writes): a 1x1 convolution
+    # stands in for the network, whose activations depend on the tile size only.
+    head = torch.nn.Conv2d(1, 9, 1)
+    model.forward = lambda pixel_values, **kwargs: SemanticSegmenterOutput(logits=head(pixel_values))
+    report = predict_scene(
+        model, sys.argv[1], sys.argv[2], tile=256, overlap=32, batch_size=4,
+        image_processor=SarImageProcessor(input_kind="dn"), probabilities="classes", water=True, progress=False,
+    )
+    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "tiles": report.tiles}))
+    """
+)
+
+
+def peak_rss_mb(scene_path: Path, out: Path, hf_home: Path) -> tuple[float, int]:
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(scene_path), str(out)],
+        capture_output=True,
+        text=True,
+        env=offline_env(hf_home),
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["peak_mb"], result["tiles"]
+
+
+@pytest.mark.parametrize(
+    "large",
+    [pytest.param((4096, 1024), id="4x-taller"), pytest.param((4096, 4096), id="16x-larger", marks=pytest.mark.slow)],
+)
+def test_peak_memory_does_not_grow_with_the_scene(tmp_path, large):
+    """Peak RSS of a fresh process on a 1024 x 1024 scene and on a 4x taller one: only the rows later tiles can still
+    reach are held, so the height does not matter. (The blending band grows with the width; the slow variant on a
+    16x larger 4096 x 4096 scene stays within the same bound.)"""
+    small_scene = generate_scene(tmp_path / "small", 1024, texture=False, speckle=False, progress=False).scene
+    large_scene = generate_scene(tmp_path / "large", large, texture=False, speckle=False, progress=False).scene
+    small_mb, small_tiles = peak_rss_mb(small_scene, tmp_path / "small.tif", tmp_path / "hf")
+    large_mb, large_tiles = peak_rss_mb(large_scene, tmp_path / "large.tif", tmp_path / "hf")
+    assert large_tiles >= 3.5 * small_tiles
+    assert large_mb <= 1.3 * small_mb + 150, (small_mb, large_mb)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Interruptions leave nothing behind
+# ----------------------------------------------------------------------------------------------------------------------
+def fail_after(calls: int, error: BaseException, original):
+    count = 0
+
+    def failing(*args, **kwargs):
+        nonlocal count
+        count += 1
+        if count > calls:
+            raise error
+        return original(*args, **kwargs)
+
+    return failing
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom in the model"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
+def test_an_interrupted_prediction_leaves_no_file(model, processor, scene, tmp_path, monkeypatch, error):
+    threads = threading.active_count()
+    monkeypatch.setattr(model, "forward", fail_after(2, error, model.forward))  # after 2 batches of 2 tiles
+    with pytest.raises(type(error)):
+        predict_scene(
+            model,
+            scene,
+            tmp_path / "out" / "map.tif",
+            tile=128,
+            overlap=32,
+            batch_size=2,
+            image_processor=processor,
+            probabilities="classes",
+            water=True,
+            progress=False,
+        )
+    assert os.listdir(tmp_path / "out") == []
+    assert threading.active_count() == threads  # the reader and writer threads are stopped and joined
+
+
+@pytest.mark.parametrize("stage", ["reader", "writer"])
+def test_a_failing_reader_or_writer_thread_fails_the_call_and_leaves_no_file(
+    model, processor, scene, tmp_path, monkeypatch, stage
+):
+    from sarlulc.data.alos2 import Alos2Scene
+
+    if stage == "reader":
+        message = "block 3 cannot be decoded"
+        monkeypatch.setattr(Alos2Scene, "read_db", fail_after(3, SarLulcDataError(message), Alos2Scene.read_db))
+        expected = SarLulcDataError
+    else:
+        message = "disk full"
+        write = _OutputFiles._write_block_rows
+        monkeypatch.setattr(_OutputFiles, "_write_block_rows", fail_after(0, OSError(message), write))
+        expected = OSError
+    threads = threading.active_count()
+    with pytest.raises(expected, match=message):
+        predict_scene(
+            model, scene, tmp_path / "out" / "map.tif", tile=128, overlap=32, image_processor=processor, progress=False
+        )
+    assert os.listdir(tmp_path / "out") == []
+    assert threading.active_count() == threads
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad input: a clear error before any file is created
+# ----------------------------------------------------------------------------------------------------------------------
+def two_band_scene(scene_path: Path, out: Path) -> Path:
+    with rasterio.open(scene_path) as source:
+        profile, data, tags = source.profile, source.read(1), source.tags()
+    profile.update(count=2)
+    with rasterio.open(out, "w", **profile) as dataset:
+        dataset.write(np.stack([data, data]))
+        dataset.update_tags(**tags)
+    return out
+
+
+def truncated_scene(scene_path: Path, out: Path) -> Path:
+    data = scene_path.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "match"),
+    [
+        ("missing scene", SarLulcDataError, "does not exist"),
+        ("truncated scene", SarLulcDataError, "truncated or corrupt"),
+        ("two bands", SarLulcDataError, r"2 band\(s\) \(HH, HV\) but the model takes 1 \(HH\)"),
+        ("tile 100", ValueError, "multiple of 32"),
+        ("overlap 64 of 128", ValueError, "overlap must be in"),
+        ("folder is a file", NotADirectoryError, "is a file"),
+        ("unwritable folder", PermissionError, "not writable"),
+        ("existing output", FileExistsError, "already exists"),
+        ("unknown probabilities", ValueError, "probabilities must be"),
+    ],
+)
+def test_bad_input_is_a_clear_error_before_any_output(
+    model, processor, scene, tmp_path, monkeypatch, case, error, match
+):
+    inputs, outputs = tmp_path / "inputs", tmp_path / "outputs"
+    inputs.mkdir()
+    outputs.mkdir()
+    scene_path, out = scene, outputs / "map.tif"
+    kwargs = dict(tile=128, overlap=32)
+    if case == "missing scene":
+        scene_path = inputs / "nothing.tif"
+    elif case == "truncated scene":
+        scene_path = truncated_scene(scene, inputs / "truncated.tif")
+    elif case == "two bands":
+        scene_path = two_band_scene(scene, inputs / "dual.tif")
+    elif case == "tile 100":
+        kwargs["tile"] = 100
+    elif case == "overlap 64 of 128":
+        kwargs["overlap"] = 64
+    elif case == "folder is a file":
+        (outputs / "file").write_text("")
+        out = outputs / "file" / "map.tif"
+    elif case == "unwritable folder":
+        real_access = os.access
+        monkeypatch.setattr(
+            os, "access", lambda path, mode: False if Path(path) == outputs else real_access(path, mode)
+        )
+    elif case == "existing output":
+        out.write_text("keep me")
+    else:
+        kwargs["probabilities"] = "all"
+    before = sorted(os.listdir(outputs))
+    with pytest.raises(error, match=match):
+        predict_scene(model, scene_path, out, image_processor=processor, progress=False, **kwargs)
+    assert sorted(os.listdir(outputs)) == before
+    if case == "existing output":
+        assert out.read_text() == "keep me"
+        predict_scene(model, scene_path, out, image_processor=processor, progress=False, overwrite=True, **kwargs)
+        assert read(out)[0].shape == (1, 192, 320)
+
+
+def test_unknown_classes_get_a_palette_and_water_needs_a_water_class(processor, scene, tmp_path):
+    scheme = scheme_for_labels({0: "Forest", 1: "Sea ice", 2: "Built-up"})
+    assert scheme.classes[0].color != scheme.classes[1].color
+    assert scheme.classes[2].color == LULC_9.classes[LULC_9.label2id["Built-up"]].color  # a known name keeps its colour
+    assert scheme.water_id is None
+    assert scheme_for_labels(LULC_9.id2label) is LULC_9
+    assert scheme_for_labels({"0": "land", "1": "WATER"}).water_id == 1
+
+    model = SarLulcForSemanticSegmentation(tiny_config({0: "Forest", 1: "Sea ice", 2: "Built-up"})).eval()
+    with pytest.raises(ValueError, match="class named 'water'"):
+        predict_scene(model, scene, tmp_path / "map.tif", tile=128, overlap=32, image_processor=processor, water=True)
+    assert not (tmp_path / "map.tif").exists()
+    predict_scene(model, scene, tmp_path / "map.tif", tile=128, overlap=32, image_processor=processor, progress=False)
+    with rasterio.open(tmp_path / "map.tif") as result:
+        assert result.colormap(1)[1] == (*scheme.classes[1].color, 255)
+        assert result.tags(1)["CLASS_1"] == "Sea ice"
+
+
+def test_a_checkpoint_without_a_processor_falls_back_to_the_defaults_with_a_warning(model, scene, tmp_path):
+    folder = tmp_path / "bare_checkpoint"
+    model.save_pretrained(folder)
+    with pytest.warns(UserWarning, match="no preprocessor_config.json"):
+        report = predict_scene(folder, scene, tmp_path / "map.tif", tile=128, overlap=32, device="cpu", progress=False)
+    assert report.tiles > 0 and (tmp_path / "map.tif").exists()
+
+
+def test_a_hub_model_id_is_fetched_with_snapshot_download_and_a_missing_one_is_a_clear_error(
+    checkpoint, scene, tmp_path, monkeypatch
+):
+    import huggingface_hub
+
+    requested = []
+
+    def fake_snapshot_download(repo_id, **kwargs):  # the Hub's cache folder of a downloaded repository
+        requested.append((repo_id, kwargs.get("allow_patterns")))
+        if repo_id != "me/sar-lulc-tiny":
+            raise OSError(f"{repo_id} not found")
+        return str(checkpoint)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    report = predict_scene("me/sar-lulc-tiny", scene, tmp_path / "hub.tif", tile=128, overlap=32, progress=False)
+    local = predict_scene(checkpoint, scene, tmp_path / "local.tif", tile=128, overlap=32, progress=False)
+    assert requested[0][0] == "me/sar-lulc-tiny" and "*.safetensors" in requested[0][1]
+    np.testing.assert_array_equal(read(report.path)[0], read(local.path)[0])
+
+    with pytest.raises(ValueError, match=r"not a local folder, and downloading it .*not found"):
+        predict_scene("me/no-such-model", scene, tmp_path / "missing.tif", progress=False)
+    with pytest.raises(ValueError, match="does not exist or is not a folder"):
+        predict_scene(tmp_path / "runs" / "lulc" / "best", scene, tmp_path / "missing.tif", progress=False)
+    assert not (tmp_path / "missing.tif").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line and several processes
+# ----------------------------------------------------------------------------------------------------------------------
+def test_cli_predict_end_to_end(checkpoint, scene, tmp_path, capsys):
+    out = tmp_path / "map.tif"
+    args = ["predict", str(checkpoint), str(scene), str(out), "--tile", "128", "--overlap", "32", "--batch-size", "3"]
+    args += ["--probabilities", "confidence", "--water", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {out}" in printed and "tiles of 128 px" in printed
+    classes, profile = read(out)
+    assert classes.shape == (1, 192, 320) and profile["nodata"] == 255
+    np.testing.assert_array_equal(classes[0] == 255, ~scene_valid(scene))
+    confidence = read(tmp_path / "map_confidence.tif")[0]
+    assert confidence.shape == (1, 192, 320) and confidence[0][classes[0] != 255].min() >= 255 // 9
+    assert (tmp_path / "map_water.tif").exists()
+
+    assert main(args) == 1  # the outputs exist
+    assert "already exists" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert main([*args, "--overwrite", "--tile", "100"]) == 1
+    assert "multiple of 32" in capsys.readouterr().err
+    assert main(["predict", str(checkpoint), str(tmp_path / "missing.tif"), str(tmp_path / "x.tif")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_processes_under_accelerate_launch_equal_one_process(checkpoint, scene, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` starts a single process in accelerate 1.x without MPI, so this asks
+    for the torchrun launcher (--multi_gpu) and keeps it on the CPU (ACCELERATE_USE_CPU=1): two gloo processes."""
+    options = ["--tile", "64", "--overlap", "16", "--batch-size", "3", "--probabilities", "classes", "--water"]
+    single = tmp_path / "single" / "map.tif"
+    predict_scene(
+        checkpoint,
+        scene,
+        single,
+        tile=64,
+        overlap=16,
+        batch_size=3,
+        probabilities="classes",
+        water=True,
+        progress=False,
+    )
+
+    multi = tmp_path / "multi" / "map.tif"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(free_port())]
+    command = [*launch, str(REPO / "scripts" / "predict.py"), str(checkpoint), str(scene), str(multi), *options]
+    command.append("--no-progress")
+    env = {**offline_env(tmp_path / "hf"), "ACCELERATE_USE_CPU": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "x 2 processes" in done.stdout and done.stdout.count(f"wrote {multi}:") == 1  # the main process reports
+
+    assert sorted(os.listdir(multi.parent)) == ["map.tif", "map_probabilities.tif", "map_water.tif"]  # parts removed
+    for key, path in output_paths(multi, "classes", water=True).items():
+        reference = output_paths(single, "classes", water=True)[key]
+        with rasterio.open(path) as merged, rasterio.open(reference) as expected:
+            np.testing.assert_array_equal(merged.read(), expected.read())
+            np.testing.assert_array_equal(merged.dataset_mask(), expected.dataset_mask())
+            assert merged.profile == expected.profile and merged.tags() == expected.tags()
+            assert merged.tags(1) == expected.tags(1)
