@@ -386,6 +386,19 @@ def _segment_at(args, dims_name: str) -> list[Result]:
 # scene
 # ---------------------------------------------------------------------------------------------------------------------
 
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Hide transformers' progress bars (the checkpoint is written between the benchmark's tables)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 SCENE_WORKER = r"""
 import json, resource, sys, time, torch
 from sarlulc.inference import predict_scene
@@ -407,7 +420,7 @@ def bench_scene(args) -> list[Result]:
     results = []
     with tempfile.TemporaryDirectory(prefix="sarlulc-bench-") as work:
         print(f"\nwriting a {args.scene_size} x {args.scene_size} synthetic scene ...", flush=True)
-        scene = generate_scene(os.path.join(work, "scene"), args.scene_size, seed=0, progress=False).scene
+        scene = str(generate_scene(os.path.join(work, "scene"), args.scene_size, seed=0, progress=False).scene)
         dims = DIMS[args.dims]
         config = SarLulcConfig(
             backbone_config=SarMixMAEConfig(
@@ -420,7 +433,8 @@ def bench_scene(args) -> list[Result]:
         torch.manual_seed(0)
         model = SarLulcForSemanticSegmentation(config).eval()
         checkpoint = os.path.join(work, "checkpoint")
-        model.save_pretrained(checkpoint)
+        with _quiet_transformers():
+            model.save_pretrained(checkpoint)
         SarImageProcessor(input_kind="dn").save_pretrained(checkpoint)
 
         runs = {}
@@ -445,9 +459,10 @@ def bench_scene(args) -> list[Result]:
         # the bare model on as many preloaded tiles as the default-overlap run processed
         report, _ = runs[args.overlap]
         tiles_run = int(report["report"]["tiles"])
-        tiles = torch.randn(args.batch_size, 1, args.tile, args.tile, device=device)
+        batch_size = int(report["report"]["batch_size"])  # predict_scene's default for the device unless given
+        tiles = torch.randn(batch_size, 1, args.tile, args.tile, device=device)
         model = model.to(device)
-        batches = -(-tiles_run // args.batch_size)
+        batches = -(-tiles_run // batch_size)
 
         def bare():
             with torch.inference_mode():
@@ -459,14 +474,12 @@ def bench_scene(args) -> list[Result]:
         bare_seconds = time.perf_counter() - start
 
     tile_area = args.tile * args.tile
-    pure = batches * args.batch_size * tile_area / bare_seconds
-    print(
-        f"\n## scene: {args.scene_size} x {args.scene_size}, tile {args.tile}, batch {args.batch_size}, {args.device}"
-    )
+    pure = batches * batch_size * tile_area / bare_seconds
+    print(f"\n## scene: {args.scene_size} x {args.scene_size}, tile {args.tile}, batch {batch_size}, {args.device}")
     print("| run | tiles | seconds | model-processed px/s | vs bare model | output px/s | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| bare model, preloaded tiles | {batches * args.batch_size} | {bare_seconds:.1f} | {pure:,.0f} | 1.000x | - | - |"
+        f"| bare model, preloaded tiles | {batches * batch_size} | {bare_seconds:.1f} | {pure:,.0f} | 1.000x | - | - |"
     )
     for overlap, (run, _) in runs.items():
         rep = run["report"]
@@ -492,7 +505,7 @@ def bench_scene(args) -> list[Result]:
                 },
             )
         )
-    results.append(Result("bare model", bare_seconds, bare_seconds, bare_seconds, batches * args.batch_size))
+    results.append(Result("bare model", bare_seconds, bare_seconds, bare_seconds, batches * batch_size))
     return results
 
 
@@ -504,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("benchmark", choices=["pretrain", "segment", "scene", "all"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="bfloat16 = autocast")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 8 (pretrain), 4 (segment, scene)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: 8 (pretrain), 4 (segment), predict_scene's (scene)"
+    )
     parser.add_argument("--image-size", type=int, default=None, help="default: 256 (pretrain), 512 (segment)")
     parser.add_argument("--window", type=int, default=8, help="attention window of every stage, ours and peers'")
     parser.add_argument("--dims", default=None, help="tiny or base; segment takes a list (default tiny,base)")
@@ -533,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     output = {}
     for name in selected:
         run = argparse.Namespace(**vars(args))
-        run.batch_size = args.batch_size or (8 if name == "pretrain" else 4)
+        run.batch_size = args.batch_size or {"pretrain": 8, "segment": 4}.get(name)
         run.image_size = args.image_size or (256 if name == "pretrain" else 512)
         run.dims = args.dims or ("tiny,base" if name == "segment" else "tiny")
         bench = {"pretrain": bench_pretrain, "segment": bench_segment, "scene": bench_scene}[name]

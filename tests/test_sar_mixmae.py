@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 import sarlulc  # noqa: F401  (registers the Auto classes)
 from sarlulc import SarMixMAEBackbone, SarMixMAEConfig, SarMixMAEForPreTraining, SarMixMAEModel
 from sarlulc.models.modeling_sar_mixmae import (
+    SarMixMAEMLP,
     SarMixMAEStage,
     gather_dual_reconstruction,
     mix_with_reversed_batch,
@@ -385,6 +386,24 @@ def test_eager_and_sdpa_attention_agree():
     sdpa.train()(pixels, mixing_mask=mask).loss.backward()
     for (name, p_e), (_, p_s) in zip(eager.named_parameters(), sdpa.named_parameters()):
         assert torch.allclose(p_e.grad, p_s.grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_inference_mlp_in_token_slices_equals_one_call(monkeypatch):
+    torch.manual_seed(4)
+    mlp = SarMixMAEMLP(small_config(), dim=24).eval()
+    monkeypatch.setattr(SarMixMAEMLP, "inference_slice_elements", 24 * 50)  # 50 tokens per slice, uneven last one
+    tokens = torch.randn(2, 37, 3, 24)  # (batch, window area, windows, channels): 222 tokens
+    expected = torch.nn.functional.linear(
+        torch.nn.functional.gelu(torch.nn.functional.linear(tokens, mlp.fc1.weight, mlp.fc1.bias)),
+        mlp.fc2.weight,
+        mlp.fc2.bias,
+    )
+    with torch.no_grad():
+        sliced = mlp(tokens)
+    assert sliced.shape == tokens.shape
+    torch.testing.assert_close(sliced, expected, atol=1e-6, rtol=1e-5)
+    with torch.enable_grad():  # training keeps one call (the backward needs the whole hidden activation)
+        assert torch.allclose(mlp(tokens), expected, atol=1e-6)
 
 
 def test_tuple_and_dict_outputs_agree():

@@ -153,7 +153,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overlap", type=int, default=64, help="px shared by neighbouring tiles, below tile/2 (default 64)"
     )
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per model call (default 4)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="tiles per model call (default 2 on the CPU, 8 on a GPU)"
+    )
     parser.add_argument(
         "--probabilities",
         choices=("classes", "confidence"),

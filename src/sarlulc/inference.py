@@ -122,6 +122,8 @@ ProbabilityMode = Literal["classes", "confidence"]
 
 _OUTPUT_BLOCK = 256  # GeoTIFF tile side of every output; writes are grouped into whole rows of these blocks
 _GDAL_CACHE_BYTES = 32 * 2**20  # GDAL defaults to 5 % of RAM, which a long scan would fill: RSS would grow with it
+_CPU_BATCH_SIZE = 2  # measured at 512 px on 2 cores: as fast as 4 tiles per call, ~400 MB lower peak RSS
+_GPU_BATCH_SIZE = 8
 _PREFETCH_BATCHES = 2  # batches the reader may prepare ahead of the model
 _PENDING_SLABS = 2  # finished row bands that may wait for the writer
 _FINISH_ROWS = 64  # rows turned into output planes at a time
@@ -1064,9 +1066,9 @@ def _load_model(source: Any) -> tuple[torch.nn.Module, Path | None]:
 
 
 def _check_arguments(
-    tile: int, overlap: int, batch_size: int, probabilities: str | None, num_workers: int | None
+    tile: int, overlap: int, batch_size: int | None, probabilities: str | None, num_workers: int | None
 ) -> None:
-    for name, value in (("tile", tile), ("overlap", overlap), ("batch_size", batch_size)):
+    for name, value in (("tile", tile), ("overlap", overlap), ("batch_size", 1 if batch_size is None else batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be an integer, got {value!r}")
     if tile < 32 or tile % 32:
@@ -1076,7 +1078,7 @@ def _check_arguments(
             f"overlap must be in [0, tile/2) px: 0 <= overlap < {tile / 2:g} for tile {tile}, got {overlap} "
             "(each scene row must be reached by tiles of at most two consecutive tile rows)"
         )
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if probabilities is not None and probabilities not in PROBABILITY_MODES:
         raise ValueError(f"probabilities must be None or one of {PROBABILITY_MODES}, got {probabilities!r}")
@@ -1182,7 +1184,7 @@ def predict_scene(
     out_path: str | os.PathLike,
     tile: int = 512,
     overlap: int = 64,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     image_processor: SarImageProcessor | str | os.PathLike | None = None,
     probabilities: ProbabilityMode | None = None,
     water: bool = False,
@@ -1210,7 +1212,8 @@ def predict_scene(
             missing folder is created.
         tile: tile side in px, a multiple of 32.
         overlap: px shared by neighbouring tiles, ``0 <= overlap < tile / 2``; 64 of 512 hides the seams.
-        batch_size: tiles per model call.
+        batch_size: tiles per model call. Default: 2 on the CPU, where larger batches are no faster and only
+            raise the memory peak, 8 on a GPU.
         image_processor: the preprocessing (clip range, mean/std per band) as a ``SarImageProcessor`` or a folder
             with ``preprocessor_config.json``. Default: the checkpoint's; without one, the processor defaults with a
             warning.
@@ -1301,6 +1304,7 @@ def predict_scene(
     else:
         target = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     workers = num_workers or (1 if target.type == "cpu" else min(4, os.cpu_count() or 1))
+    batch_size = batch_size or (_CPU_BATCH_SIZE if target.type == "cpu" else _GPU_BATCH_SIZE)
     tags = {
         "SARLULC_VERSION": __version__,
         "SARLULC_MODEL": str(folder or getattr(config, "_name_or_path", "") or type(net).__name__),
