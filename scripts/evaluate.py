@@ -19,7 +19,6 @@ of the training pixels, from the checkpoint's class_frequencies) and the boundar
 rivers, canals: parts of a class narrower than --thin_width px; see sarlulc.training.evaluation for the definition).
 """
 
-import json
 import sys
 from pathlib import Path
 
@@ -28,19 +27,11 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from sarlulc.training.common import run_script  # noqa: E402
-from sarlulc.training.evaluation import EvaluationArguments, run_evaluation  # noqa: E402
-
-
-def _evaluate_and_summarize(args: EvaluationArguments) -> None:
-    report = run_evaluation(args)
-    keys = ("mean_iou", "overall_accuracy", "iou_water", "rare_class_iou", "boundary_f1_thin")
-    print(json.dumps({key: report[key] for key in keys if key in report}, indent=2))
-    for kind, path in report["files"].items():
-        print(f"wrote {kind}: {path}")
+from sarlulc.training.evaluation import EvaluationArguments, evaluate_and_summarize  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_script((EvaluationArguments,), _evaluate_and_summarize, argv, prog="evaluate.py", description=__doc__)
+    return run_script((EvaluationArguments,), evaluate_and_summarize, argv, prog="evaluate.py", description=__doc__)
 
 
 if __name__ == "__main__":

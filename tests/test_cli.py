@@ -138,3 +138,11 @@ def test_the_full_demo_chain_writes_a_georeferenced_map_and_scores_it(tmp_path):
     assert report["mean_iou"] == pytest.approx(result.mean_iou)
     assert result.quicklook.stat().st_size > 10_000
     assert any("mIoU" in line for line in lines)
+
+    # `sarlulc evaluate` on the saved test tiles counts every labelled pixel of them once
+    evaluation = tmp_path / "evaluation"
+    args = ["evaluate", "--model_dir", str(result.model), "--data", str(result.tiles), "--split", "test"]
+    assert main([*args, "--output_dir", str(evaluation), "--disable_tqdm", "true"]) == 0
+    tiles_report = json.loads((evaluation / "eval_report.json").read_text())
+    labelled = sum(int((np.asarray(label) != LULC_9.ignore_index).sum()) for label in test["label"])
+    assert np.asarray(tiles_report["confusion_matrix"]).sum() == labelled

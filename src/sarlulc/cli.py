@@ -7,6 +7,9 @@
 ``sarlulc predict``
     Predict a whole scene with a checkpoint and write a georeferenced class map (``scripts/predict.py`` takes the
     same arguments and also runs under ``accelerate launch``).
+``sarlulc evaluate``
+    Score a checkpoint on saved tiles or on a scene and its label raster, and write a report (the arguments of
+    ``scripts/evaluate.py``; ``sarlulc evaluate --help`` lists them).
 """
 
 from __future__ import annotations
@@ -241,10 +244,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(subparsers)
     _add_demo(subparsers)
     _add_predict(subparsers)
+    subparsers.add_parser(  # listed here; its arguments are parsed by run_evaluate_command (see main)
+        "evaluate",
+        help="score a checkpoint on tiles or a labelled scene and write a report",
+        add_help=False,
+    )
     return parser
 
 
+def run_evaluate_command(argv: list[str]) -> int:
+    """``sarlulc evaluate ARGS``: the arguments and behaviour of ``scripts/evaluate.py``."""
+    from .training.common import run_script
+    from .training.evaluation import EvaluationArguments, evaluate_and_summarize
+
+    description = (
+        "Evaluate a fine-tuned segmentation checkpoint on saved tiles (--data DIR --split test) or on a scene and "
+        "its label raster (--scene SCENE --labels LABELS), and write a JSON report, a per-class table and a "
+        "confusion-matrix PNG."
+    )
+    return run_script(
+        (EvaluationArguments,), evaluate_and_summarize, argv, prog="sarlulc evaluate", description=description
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["evaluate"]:  # HfArgumentParser owns these arguments (shared with scripts/evaluate.py)
+        return run_evaluate_command(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

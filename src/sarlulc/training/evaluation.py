@@ -55,6 +55,7 @@ __all__ = [
     "SegmentationTally",
     "boundary_counts",
     "class_boundary",
+    "evaluate_and_summarize",
     "evaluate_tiles",
     "iterate_scene_batches",
     "load_checkpoint",
@@ -517,4 +518,17 @@ def run_evaluation(args: EvaluationArguments) -> dict[str, Any]:
     report["evaluated"] = name if args.data is not None else f"{args.scene} ({name})"
     files = write_report(report, args.output_dir or Path(args.model_dir) / f"eval_{name}")
     report["files"] = {kind: str(path) for kind, path in files.items()}
+    return report
+
+
+def evaluate_and_summarize(args: EvaluationArguments) -> dict[str, Any]:
+    """:func:`run_evaluation`, then print the headline metrics and the written files (``scripts/evaluate.py`` and
+    ``sarlulc evaluate``)."""
+    import json
+
+    report = run_evaluation(args)
+    keys = ("mean_iou", "overall_accuracy", "iou_water", "rare_class_iou", "boundary_f1_thin")
+    print(json.dumps({key: report[key] for key in keys if key in report}, indent=2))
+    for kind, path in report["files"].items():
+        print(f"wrote {kind}: {path}")
     return report
