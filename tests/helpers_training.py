@@ -26,6 +26,19 @@ TINY_ENCODER = [
 ]
 TINY_SEGMENTATION = [f"backbone_config.{item}" for item in TINY_ENCODER] + ["decoder_hidden_size=16"]
 
+# The same kind of encoder as keyword arguments for building configs in Python; windows shrink with the stage grids
+# (64 px tiles: 16/8/4/2 tokens).
+TINY_ENCODER_KWARGS = dict(
+    image_size=64,
+    embed_dim=16,
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 2, 2, 4),
+    window_size=(8, 8, 4, 2),
+    decoder_embed_dim=32,
+    decoder_depth=1,
+    decoder_num_heads=2,
+)
+
 _SHARED: dict[str, Path] = {}
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from helpers_training import TINY_ENCODER_KWARGS, free_port
 from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
 from sarlulc.cli import main
 from sarlulc.data.alos2 import SarLulcDataError, dn_to_db
@@ -27,23 +27,11 @@ from sarlulc.inference import _OutputFiles, _taper, _TileGrid, output_paths, pre
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A four-stage encoder small enough for the CPU: 128 px tiles give token grids 32/16/8/4.
-TINY_ENCODER = dict(
-    image_size=64,
-    embed_dim=16,
-    depths=(1, 1, 1, 1),
-    num_heads=(1, 2, 2, 4),
-    window_size=(8, 8, 4, 2),
-    decoder_embed_dim=32,
-    decoder_depth=1,
-    decoder_num_heads=2,
-)
-
 
 def tiny_config(id2label: dict[int, str] | None = None) -> SarLulcConfig:
     id2label = id2label or LULC_9.id2label
     return SarLulcConfig(
-        backbone_config=SarMixMAEConfig(**TINY_ENCODER),
+        backbone_config=SarMixMAEConfig(**TINY_ENCODER_KWARGS),
         decoder_hidden_size=32,
         pool_scales=(1, 2),
         highres_channels=8,
@@ -572,12 +560,6 @@ def test_cli_predict_end_to_end(checkpoint, scene, tmp_path, capsys):
     assert "multiple of 32" in capsys.readouterr().err
     assert main(["predict", str(checkpoint), str(tmp_path / "missing.tif"), str(tmp_path / "x.tif")]) == 1
     assert "does not exist" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_two_processes_under_accelerate_launch_equal_one_process(checkpoint, scene, tmp_path):

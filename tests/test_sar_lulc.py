@@ -13,6 +13,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSemanticSegmentation
 
 import sarlulc  # noqa: F401  (registers the Auto classes)
+from helpers_training import TINY_ENCODER_KWARGS
 from sarlulc import LULC_9, WATER, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
 from sarlulc.models.modeling_sar_lulc import (
     AlphaScaledFocalDiceLoss,
@@ -26,17 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_backbone(**overrides) -> SarMixMAEConfig:
-    kwargs = dict(
-        image_size=64,
-        embed_dim=16,
-        depths=(1, 1, 1, 1),
-        num_heads=(1, 2, 2, 4),
-        window_size=(8, 8, 4, 2),
-        decoder_embed_dim=32,
-        decoder_depth=1,
-        decoder_num_heads=2,
-    )
-    kwargs.update(overrides)
+    kwargs = {**TINY_ENCODER_KWARGS, **overrides}
     return SarMixMAEConfig(**kwargs)
 
 
