@@ -308,15 +308,15 @@ def bench_segment(args) -> list[Result]:
     return results
 
 
-def _segment_model(args, dims_name: str, refinements: bool) -> SarLulcForSemanticSegmentation:
+def _segment_model(args, dims_name: str, highres: bool, refine: bool) -> SarLulcForSemanticSegmentation:
     dims = DIMS[dims_name]
     encoder = dict(embed_dim=dims["embed_dim"], depths=dims["depths"], num_heads=dims["num_heads"])
     widths = dict(highres_channels=32, refine_channels=(32, 16)) if dims_name == "base" else {}
     config = SarLulcConfig(
         backbone_config=SarMixMAEConfig(image_size=args.image_size, window_size=args.window, **encoder),
         decoder_hidden_size=dims["seg_hidden"],
-        use_highres_injection=refinements,
-        use_refine_up_head=refinements,
+        use_highres_injection=highres,
+        use_refine_up_head=refine,
         id2label=LULC_9.id2label,
         label2id=LULC_9.label2id,
         **widths,
@@ -345,7 +345,14 @@ def _segment_at(args, dims_name: str) -> list[Result]:
         f"[{dims_name}] SarLulc, refinements off (ours)",
         f"[{dims_name}] UperNet + Swin (transformers)",
     )
-    models = {on: _segment_model(args, dims_name, True), off: _segment_model(args, dims_name, False), peer: upernet}
+    models = {
+        on: _segment_model(args, dims_name, True, True),
+        off: _segment_model(args, dims_name, False, False),
+        peer: upernet,
+    }
+    if args.each_refinement:  # what each switch costs on its own
+        models[f"[{dims_name}] SarLulc, high-res injection only"] = _segment_model(args, dims_name, True, False)
+        models[f"[{dims_name}] SarLulc, refine-up head only"] = _segment_model(args, dims_name, False, True)
     torch.manual_seed(0)
     pixels = torch.randn(batch, 1, size, size, device=device)
 
@@ -363,7 +370,9 @@ def _segment_at(args, dims_name: str) -> list[Result]:
             model.eval()(pixel_values=pixels[:1].cpu())
 
     times = interleaved({name: forward(m) for name, m in models.items()}, device, args.warmup, args.repeats)
-    flops = {name: segmentation_flops(models[name].config, 1, size, size).forward for name in (on, off)}
+    flops = {
+        name: segmentation_flops(model.config, 1, size, size).forward for name, model in models.items() if name != peer
+    }
     flops[peer] = measured_flops(upernet, upernet_call)
     notes = {
         peer: f"same encoder dims, window {args.window}, decoder width {hidden}, no auxiliary head",
@@ -378,7 +387,10 @@ def _segment_at(args, dims_name: str) -> list[Result]:
         matmul_peak_flops(device),
         unit="tiles/s",
     )
-    print(f"- refinements cost {100 * (results[0].seconds / results[1].seconds - 1):+.1f}% time over all-off")
+    seconds = {result.name: result.seconds for result in results}
+    for name in models:
+        if name not in (off, peer):
+            print(f"- {name.split(', ', 1)[1]}: {100 * (seconds[name] / seconds[off] - 1):+.1f}% time over all-off")
     return results
 
 
@@ -524,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", type=int, default=8, help="attention window of every stage, ours and peers'")
     parser.add_argument("--dims", default=None, help="tiny or base; segment takes a list (default tiny,base)")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
+    parser.add_argument(
+        "--each-refinement", action="store_true", help="segment: also time each refinement switched on alone"
+    )
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (median, min, max)")
     parser.add_argument("--scene-size", type=int, default=8192)
