@@ -60,6 +60,8 @@ Pipeline and memory
     Memory is therefore bounded by the scene *width*, not its size: ``K x tile x width x 4`` bytes for the band
     (151 MB for 9 classes, 512 px tiles and an 8192 px wide scene; on the GPU for a GPU model), the model's
     activations for one batch, a row of tiles or two ahead, and a GDAL block cache capped at 32 MB during the call.
+    Measured (``scripts/benchmark.py scene``, BENCHMARKS.md): 1.4 GB peak RSS for a whole process predicting an
+    8192 x 8192 scene on the CPU, ~0.75 GB of it the imports of torch and transformers.
 
 Several processes (``accelerate launch scripts/predict.py ...``)
     The tile rows are split between processes with Accelerate (``split_between_processes``); each process also runs
