@@ -19,9 +19,10 @@ from accelerate.utils import broadcast_object_list
 from transformers import HfArgumentParser
 
 from ..data.alos2 import SarLulcDataError
-from ..data.tiles import datasets_progress_bars
+from ..data.classes import ClassScheme
+from ..data.tiles import SpatialSplit, datasets_progress_bars
 from .augment import AugmentConfig
-from .data import UsageError
+from .data import UsageError, load_tile_splits
 
 __all__ = [
     "AugmentArguments",
@@ -69,6 +70,19 @@ class TileArguments:
             raise UsageError("--tile_size must be >= 32 and --tile_stride in [1, tile_size]")
         if not 0.0 <= self.min_valid_fraction <= 1.0:
             raise UsageError(f"--min_valid_fraction must be in [0, 1], got {self.min_valid_fraction}")
+
+    def load_splits(self, scheme: ClassScheme, split: SpatialSplit | None, progress: bool) -> datasets.DatasetDict:
+        """The tile splits of ``train_data`` (:func:`~sarlulc.training.data.load_tile_splits` with these options)."""
+        return load_tile_splits(
+            self.train_data,
+            scheme=scheme,
+            split=split,
+            tile_size=self.tile_size,
+            stride=self.tile_stride,
+            min_valid_fraction=self.min_valid_fraction,
+            cache_dir=self.cache_dir,
+            progress=progress,
+        )
 
 
 @dataclass

@@ -49,7 +49,6 @@ from .data import (
     check_label_ids,
     collate_tiles,
     label_histogram,
-    load_tile_splits,
     training_view,
 )
 from .loop import LoopArguments, TrainingHooks, TrainResult, create_accelerator, sar_mixmae_layer_ids, train
@@ -344,16 +343,7 @@ def _finetune(
     configure_logging(accelerator)
     progress = not loop_args.disable_tqdm and accelerator.is_local_main_process
     with accelerator.main_process_first():
-        splits = load_tile_splits(
-            tile_args.train_data,
-            scheme=scheme,
-            split=split,
-            tile_size=tile_args.tile_size,
-            stride=tile_args.tile_stride,
-            min_valid_fraction=tile_args.min_valid_fraction,
-            cache_dir=tile_args.cache_dir,
-            progress=progress,
-        )
+        splits = tile_args.load_splits(scheme, split, progress)
         metric = load_metric()
     for name in (args.train_split, args.eval_split):
         if name not in splits or len(splits[name]) == 0:

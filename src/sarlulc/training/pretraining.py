@@ -36,7 +36,7 @@ from .common import (
     save_arguments,
 )
 from .configs import build_config, parse_overrides
-from .data import TileNormalization, UsageError, collate_tiles, load_tile_splits, training_view
+from .data import TileNormalization, UsageError, collate_tiles, training_view
 from .loop import LoopArguments, TrainingHooks, TrainResult, create_accelerator, train
 
 __all__ = [
@@ -148,16 +148,7 @@ def _pretrain(
     configure_logging(accelerator)
     progress = not loop_args.disable_tqdm and accelerator.is_local_main_process
     with accelerator.main_process_first():
-        splits = load_tile_splits(
-            tile_args.train_data,
-            scheme=get_scheme(None),
-            split=None,
-            tile_size=tile_args.tile_size,
-            stride=tile_args.tile_stride,
-            min_valid_fraction=tile_args.min_valid_fraction,
-            cache_dir=tile_args.cache_dir,
-            progress=progress,
-        )
+        splits = tile_args.load_splits(get_scheme(None), None, progress)
     if args.dataset_split not in splits:
         raise UsageError(f"--dataset_split {args.dataset_split!r} is not in the data (splits: {list(splits)})")
     tiles = splits[args.dataset_split]
