@@ -344,7 +344,19 @@ def test_evaluation_on_saved_tiles_equals_the_logged_validation_miou(tiles: Path
     assert "| 0 | Water |" in Path(split_report["files"]["markdown"]).read_text()
 
 
-def test_scene_evaluation_scores_the_written_map_against_the_label_raster(tiles: Path, finetuned: Path, tmp_path: Path):
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for predict_scene's tiny tiles: on a small shared CPU, OpenMP threads waiting for each
+    other make the tiny model several times slower (test_inference.py does the same); results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_scene_evaluation_scores_the_written_map_against_the_label_raster(
+    tiles: Path, finetuned: Path, tmp_path: Path, one_torch_thread: None
+):
     """`evaluate --scene` predicts the map as `sarlulc predict` would and scores it: the report's counts are the
     numpy confusion counts of that map against the label raster, on the whole scene and on the test tiles' windows."""
     import rasterio
