@@ -1,21 +1,35 @@
 """scripts/benchmark.py runs end to end at toy sizes and reports consistent figures (the timings themselves are
-not checked: performance is read from the benchmark's output, never asserted in tests)."""
+not checked: performance is read from the benchmark's output, never asserted in tests).
 
+What is checked instead is everything that can be wrong without a slow machine being to blame: the printed tables
+say what the JSON says (throughputs, min/max, the ratio to the peer, GFLOP per item, achieved TFLOP/s), every figure is
+positive and finite, every row timed one batch, and the FLOP counts of our models are those of :mod:`sarlulc.flops`
+for the configurations the rows name. A doctored result fails these checks (the negative controls)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
 import json
+import math
 import subprocess
 import sys
+from argparse import Namespace
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "benchmark.py"
 
 
 def run_benchmark(tmp_path: Path, *args: str) -> tuple[dict, str]:
     out = tmp_path / "results.json"
     options = ["--warmup", "1", "--repeats", "2", "--threads", "1", "--json", str(out)]
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "benchmark.py"), *args, *options],
+        [sys.executable, str(SCRIPT), *args, *options],
         capture_output=True,
         text=True,
         timeout=600,
@@ -25,36 +39,134 @@ def run_benchmark(tmp_path: Path, *args: str) -> tuple[dict, str]:
     return json.loads(out.read_text()), done.stdout
 
 
-def check_timings(results: list[dict]) -> None:
-    for result in results:
-        assert result["seconds_min"] <= result["seconds"] <= result["seconds_max"], result["name"]
-        assert result["throughput"] == pytest.approx(result["items"] / result["seconds"])
+@pytest.fixture(scope="module")
+def benchmark_script() -> Iterator[ModuleType]:
+    """The benchmark script as a module (its configurations), without running it."""
+    spec = importlib.util.spec_from_file_location("benchmark_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
 
 
-def test_segment_benchmark_compares_equal_architectures(tmp_path):
+def printed_tables(printed: str) -> list[dict[str, list[str]]]:
+    """Every markdown table of the output: row name -> its cells, one dict per table in print order."""
+    tables: list[dict[str, list[str]]] = []
+    for line in printed.splitlines():
+        if line.startswith("## "):
+            tables.append({})
+        elif line.startswith("| ") and tables and not line.startswith("| model"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            tables[-1][cells[0]] = cells[1:]
+    return [table for table in tables if table]
+
+
+def check_report(results: list[dict], printed: str, references: list[str], batch_size: int) -> None:
+    """The printed tables against the JSON results (see the module docstring); ``references``: each table's peer."""
+    by_name = {result["name"]: result for result in results}
+    tables = printed_tables(printed)
+    assert len(tables) == len(references)
+    assert sorted(name for table in tables for name in table) == sorted(by_name)
+    for table, reference in zip(tables, references):
+        peer = by_name[reference]
+        for name, cells in table.items():
+            result = by_name[name]
+            throughput, slowest, fastest, ratio, gflop, tflops = cells[:6]
+            assert result["items"] == batch_size, name
+            for key in ("seconds", "seconds_min", "seconds_max", "throughput"):
+                assert math.isfinite(result[key]) and result[key] > 0, (name, key)
+            assert result["seconds_min"] <= result["seconds"] <= result["seconds_max"], name
+            assert result["throughput"] == pytest.approx(result["items"] / result["seconds"])
+            assert float(throughput) == pytest.approx(result["throughput"], abs=0.006), name
+            assert float(slowest) == pytest.approx(result["items"] / result["seconds_max"], abs=0.006), name
+            assert float(fastest) == pytest.approx(result["items"] / result["seconds_min"], abs=0.006), name
+            assert ratio.endswith("x")
+            assert float(ratio[:-1]) == pytest.approx(result["throughput"] / peer["throughput"], abs=6e-4), name
+            flops = result["flops_per_item"]
+            assert flops is not None and math.isfinite(flops) and flops > 0, name
+            assert float(gflop) == pytest.approx(flops / 1e9, abs=0.006), name
+            assert float(tflops) == pytest.approx(flops * result["throughput"] / 1e12, abs=6e-4), name
+        assert table[reference][3] == "1.000x"
+
+
+SEGMENT_SWITCHES = {  # row name (after the dims tag) -> (high-res injection, refine-up head)
+    "SarLulc, refinements on (ours)": (True, True),
+    "SarLulc, refinements off (ours)": (False, False),
+    "SarLulc, high-res injection only": (True, False),
+    "SarLulc, refine-up head only": (False, True),
+}
+
+
+def test_segment_benchmark_compares_equal_architectures(tmp_path, benchmark_script):
+    from sarlulc.flops import segmentation_flops
+
     results, printed = run_benchmark(
         tmp_path, "segment", "--dims", "tiny", "--image-size", "256", "--batch-size", "1", "--each-refinement"
     )
-    by_name = {result["name"]: result for result in results["segment"]}
+    rows = results["segment"]
+    by_name = {result["name"]: result for result in rows}
     assert len(by_name) == 5
-    check_timings(results["segment"])
-    ours_off = by_name["[tiny] SarLulc, refinements off (ours)"]["flops_per_item"]
-    upernet = by_name["[tiny] UperNet + Swin (transformers)"]["flops_per_item"]
+    peer = "[tiny] UperNet + Swin (transformers)"
+    check_report(rows, printed, [peer], batch_size=1)
+    # Our rows count the FLOPs of the model with their switches, as sarlulc.flops computes them.
+    arguments = Namespace(image_size=256, window=8)
+    for name, (highres, refine) in SEGMENT_SWITCHES.items():
+        config = benchmark_script._segment_model(arguments, "tiny", highres, refine).config
+        assert (config.use_highres_injection, config.use_refine_up_head) == (highres, refine)
+        assert by_name[f"[tiny] {name}"]["flops_per_item"] == segmentation_flops(config, 1, 256, 256).forward, name
     # With the refinements off, our model is UperNet on a Swin encoder: our analytic count equals PyTorch's count of
     # the transformers model, so the two do the same work and the time ratio is a fair comparison.
-    assert ours_off == upernet
+    ours_off = by_name["[tiny] SarLulc, refinements off (ours)"]["flops_per_item"]
+    assert ours_off == by_name[peer]["flops_per_item"]
     assert by_name["[tiny] SarLulc, refinements on (ours)"]["flops_per_item"] > ours_off
-    assert "1.000x" in printed and "time over all-off" in printed
+    assert "time over all-off" in printed
+
+    # Negative controls: a row made twice as fast (consistently within the JSON), or a FLOP count 1 % off, no longer
+    # matches the printed table.
+    faster = copy.deepcopy(rows)
+    faster[0].update({key: faster[0][key] / 2 for key in ("seconds", "seconds_min", "seconds_max")})
+    faster[0]["throughput"] *= 2
+    more_flops = copy.deepcopy(rows)
+    more_flops[0]["flops_per_item"] *= 1.01
+    for doctored in (faster, more_flops):
+        with pytest.raises(AssertionError):
+            check_report(doctored, printed, [peer], batch_size=1)
 
 
-def test_pretrain_benchmark_reports_every_model(tmp_path):
+def test_pretrain_benchmark_reports_every_model(tmp_path, benchmark_script):
+    from sarlulc import SarMixMAEConfig
+    from sarlulc.flops import pretraining_flops
+
     results, printed = run_benchmark(tmp_path, "pretrain", "--image-size", "128", "--window", "4", "--batch-size", "2")
-    names = [result["name"] for result in results["pretrain"]]
-    assert any("SAR-W-MixMAE" in name for name in names) and any("SimMIM" in name for name in names)
-    assert any("MAE (transformers ViT)" in name for name in names)
-    check_timings(results["pretrain"])
-    flops = {result["name"]: result["flops_per_item"] for result in results["pretrain"]}
-    ours = next(value for name, value in flops.items() if "SAR-W-MixMAE" in name)
-    simmim = next(value for name, value in flops.items() if "SimMIM" in name)
-    assert 1.0 < ours / simmim < 1.15  # equal encoder tokens; the dual-reconstruction decoder adds a few percent
-    assert "1.000x" in printed
+    rows = results["pretrain"]
+    names = [result["name"] for result in rows]
+    assert names == [
+        "SAR-W-MixMAE (ours)",
+        "SimMIM (transformers Swin)",
+        "MAE (transformers ViT)",
+        "encoder: ours, group-masked",
+        "encoder: transformers SwinModel",
+    ]
+    check_report(rows, printed, ["SimMIM (transformers Swin)", "encoder: transformers SwinModel"], batch_size=2)
+    dims = benchmark_script.DIMS["tiny"]
+    decoder_dim, decoder_depth, decoder_heads = dims["decoder"]
+    ours = SarMixMAEConfig(
+        image_size=128,
+        window_size=4,
+        embed_dim=dims["embed_dim"],
+        depths=dims["depths"],
+        num_heads=dims["num_heads"],
+        decoder_embed_dim=decoder_dim,
+        decoder_depth=decoder_depth,
+        decoder_num_heads=decoder_heads,
+    )
+    flops = {result["name"]: result["flops_per_item"] for result in rows}
+    assert flops["SAR-W-MixMAE (ours)"] == pretraining_flops(ours, 1, 128, 128).training
+    # equal encoder tokens; the dual-reconstruction decoder adds a few percent
+    assert 1.0 < flops["SAR-W-MixMAE (ours)"] / flops["SimMIM (transformers Swin)"] < 1.15
+
+    doctored = copy.deepcopy(rows)
+    doctored[1]["items"] = 3  # a row that timed another batch size
+    with pytest.raises(AssertionError):
+        check_report(doctored, printed, ["SimMIM (transformers Swin)", "encoder: transformers SwinModel"], batch_size=2)

@@ -1,15 +1,16 @@
-"""scripts/push_to_hub.py and sarlulc.hub: what reaches the Hub (against a fake HfApi), the model card, the dry run,
-and clear errors for incomplete output folders. Nothing touches the network."""
+"""`sarlulc push-to-hub` (scripts/push_to_hub.py) and sarlulc.hub: what reaches the Hub (against a fake HfApi), the
+model card, the dry run, clear errors for incomplete output folders, and the card template inside the built wheel.
+Nothing touches the network."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,12 @@ import pytest
 from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.utils import filter_repo_objects
 
+import sarlulc.hub
 from helpers_rasters import write_raster
 from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
-from sarlulc.hub import CardOptions, build_model_card, load_trained_run, push_to_hub
-from sarlulc.training.data import UsageError
+from sarlulc.errors import UsageError
+from sarlulc.hub import TEMPLATE_NAME, CardOptions, build_model_card, default_template, load_trained_run, push_to_hub
+from sarlulc_cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "push_to_hub.py"
@@ -75,16 +78,11 @@ class FakeHfApi:
         return SimpleNamespace(commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/0")
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("push_to_hub_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def script() -> ModuleType:
-    return _load_script()
+def push_command(argv: list[str], api: FakeHfApi) -> int:
+    """`push_to_hub.py ARGV` in-process (as the script runs it), with ``api`` in place of ``HfApi()``."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sarlulc.hub, "HfApi", lambda: api)
+        return main(["push-to-hub", *argv], prog="push_to_hub.py")
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +114,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pushed(script: ModuleType, run_dir: Path) -> FakeHfApi:
+def pushed(run_dir: Path) -> FakeHfApi:
     api = FakeHfApi()
-    assert script.main([str(run_dir), "--repo-id", REPO_ID, "--private"], api=api) == 0
+    assert push_command([str(run_dir), "--repo-id", REPO_ID, "--private"], api) == 0
     return api
 
 
@@ -184,9 +182,9 @@ def test_card_body_documents_the_model(pushed: FakeHfApi) -> None:
     assert "best validation mIoU (45.00 %) was reached at step 10;" in card
 
 
-def test_dry_run_writes_what_a_push_uploads(script: ModuleType, pushed: FakeHfApi, run_dir: Path, tmp_path) -> None:
+def test_dry_run_writes_what_a_push_uploads(pushed: FakeHfApi, run_dir: Path, tmp_path) -> None:
     api = FakeHfApi()
-    assert script.main([str(run_dir), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "preview")], api=api) == 0
+    assert push_command([str(run_dir), "--repo-id", REPO_ID, "--dry-run", str(tmp_path / "preview")], api) == 0
     assert api.calls == []
     assert _files(tmp_path / "preview") == pushed.uploaded
 
@@ -220,12 +218,12 @@ def test_dry_run_refuses_a_non_empty_folder(run_dir: Path, tmp_path: Path) -> No
     ],
 )
 def test_incomplete_folder_fails_with_a_clear_message(
-    script: ModuleType, run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], removed: str, named: str
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], removed: str, named: str
 ) -> None:
     broken = shutil.copytree(run_dir, tmp_path / "broken")
     (broken / removed).unlink()
     api = FakeHfApi()
-    assert script.main([str(broken), "--repo-id", REPO_ID], api=api) == 2
+    assert push_command([str(broken), "--repo-id", REPO_ID], api) == 2
     error = capsys.readouterr().err
     assert error.startswith("push_to_hub.py: error:") and named in error and "Traceback" not in error
     assert api.calls == []
@@ -255,3 +253,57 @@ def test_best_folder_uses_its_eval_results_and_the_runs_arguments(run_dir: Path,
     card = build_model_card(run, REPO_ID)
     assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [("mIoU", 0.45)]
     assert "with the weights of step 10" in card.content
+
+
+def test_an_unreachable_hub_is_one_line_and_exit_status_1(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    class OfflineApi(FakeHfApi):
+        def create_repo(self, repo_id: str, **kwargs: Any) -> SimpleNamespace:
+            raise ConnectionError("no route to huggingface.co")
+
+    assert push_command([str(run_dir), "--repo-id", REPO_ID], OfflineApi()) == 1
+    assert capsys.readouterr().err == "push_to_hub.py: error: ConnectionError: no route to huggingface.co\n"
+
+
+def test_a_template_given_on_the_command_line_replaces_the_shipped_one(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "card.md").write_text("---\n{{ card_data }}\n---\n# {{ model_name }} on {{ dataset.name }}\n")
+    argv = [
+        str(run_dir),
+        "--repo-id",
+        REPO_ID,
+        "--template",
+        str(tmp_path / "card.md"),
+        "--dry-run",
+        str(tmp_path / "out"),
+    ]
+    assert push_command(argv, FakeHfApi()) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "# sar-lulc-tiny on sarlulc synthetic ALOS-2 PALSAR-2 HH scenes" in card and "license: apache-2.0" in card
+    with pytest.raises(UsageError, match=r"model card template /no/such\.md does not exist"):
+        build_model_card(load_trained_run(run_dir), REPO_ID, CardOptions(template_path="/no/such.md"))
+
+
+def test_the_wheel_ships_the_card_template_and_the_command_line(tmp_path: Path) -> None:
+    """Build the wheel offline from a copy of the sources and look inside: the template that default_template()
+    reads (from the package, through importlib.resources) is there, next to the torch-free command-line package."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, source / name)
+    shutil.copytree(REPO_ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "--no-index", "-w", "dist"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (source / "dist").glob("sarlulc-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        template = archive.read(f"sarlulc/templates/{TEMPLATE_NAME}").decode()
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert template == default_template()
+    assert (Path(sarlulc.hub.__file__).parent / "templates" / TEMPLATE_NAME).read_text() == template
+    assert {"sarlulc_cli/__init__.py", "sarlulc_cli/arguments.py", "sarlulc/errors.py"} <= names
+    assert "sarlulc = sarlulc_cli:main" in entry_points

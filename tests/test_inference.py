@@ -20,10 +20,10 @@ from rasterio.windows import Window
 
 from helpers_training import TINY_ENCODER_KWARGS, free_port
 from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
-from sarlulc.cli import main
 from sarlulc.data.alos2 import SarLulcDataError, dn_to_db
 from sarlulc.data.synthetic import generate_scene
 from sarlulc.inference import _OutputFiles, _taper, _TileGrid, output_paths, predict_scene, scheme_for_labels
+from sarlulc_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -553,12 +553,12 @@ def test_cli_predict_end_to_end(checkpoint, scene, tmp_path, capsys):
     assert confidence.shape == (1, 192, 320) and confidence[0][classes[0] != 255].min() >= 255 // 9
     assert (tmp_path / "map_water.tif").exists()
 
-    assert main(args) == 1  # the outputs exist
+    assert main(args) == 2  # the outputs exist: the user's to fix
     assert "already exists" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
-    assert main([*args, "--overwrite", "--tile", "100"]) == 1
+    assert main([*args, "--overwrite", "--tile", "100"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
-    assert main(["predict", str(checkpoint), str(tmp_path / "missing.tif"), str(tmp_path / "x.tif")]) == 1
+    assert main(["predict", str(checkpoint), str(tmp_path / "missing.tif"), str(tmp_path / "x.tif")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -1,7 +1,9 @@
-"""The scripts as users run them: real subprocesses, offline, with temporary Hugging Face caches."""
+"""The scripts as users run them: real subprocesses, offline, with temporary Hugging Face caches; and what every
+script must be: a name that shadows no importable module, no sys.path edits, help without torch."""
 
 from __future__ import annotations
 
+import ast
 import json
 import sys
 from pathlib import Path
@@ -10,7 +12,17 @@ import pytest
 from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
 import sarlulc
-from helpers_training import TINY_SEGMENTATION, free_port, python_script, run_command, shared_tiles
+from helpers_training import SCRIPTS, TINY_SEGMENTATION, free_port, python_script, run_command, shared_tiles
+from sarlulc_cli.commands import COMMANDS
+
+SCRIPT_COMMANDS = {
+    "pretrain.py": "pretrain",
+    "finetune.py": "finetune",
+    "run_evaluation.py": "evaluate",
+    "ablation.py": "ablation",
+    "predict.py": "predict",
+    "push_to_hub.py": "push-to-hub",
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +77,52 @@ def test_a_user_error_ends_with_a_message_and_no_traceback(tiles: Path, tmp_path
     assert "finetune.py: error: the config has num_labels=9" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("step_*"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What every script must be
+# ----------------------------------------------------------------------------------------------------------------------
+def test_no_script_name_shadows_an_importable_module(tmp_path: Path):
+    """Python puts a script's folder first on sys.path, so a script named like a module (scripts/evaluate.py and the
+    `evaluate` package) replaces that module for everything the script imports. Listed from a neutral folder."""
+    probe = "import json, pkgutil, sys; print(json.dumps(sorted({m.name for m in pkgutil.iter_modules()} | set(sys.builtin_module_names) | set(sys.stdlib_module_names))))"
+    done = run_command([sys.executable, "-c", probe], tmp_path)
+    assert done.returncode == 0, done.stderr
+    importable = set(json.loads(done.stdout))
+    assert {"evaluate", "sarlulc", "sarlulc_cli", "json"} <= importable  # negative control: the detection works
+    stems = sorted(path.stem for path in SCRIPTS.glob("*.py"))
+    assert "benchmark" in stems and set(SCRIPT_COMMANDS) <= {f"{stem}.py" for stem in stems}
+    assert [stem for stem in stems if stem in importable] == []
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in SCRIPTS.glob("*.py")))
+def test_no_script_touches_sys_path(script: str):
+    tree = ast.parse((SCRIPTS / script).read_text())
+    touched = [
+        node.lineno
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Attribute) and node.attr == "path" and getattr(node.value, "id", None) == "sys")
+        or (isinstance(node, ast.ImportFrom) and node.module == "sys" and any(a.name == "path" for a in node.names))
+    ]
+    assert touched == [], f"{script} uses sys.path on lines {touched}"
+
+
+def test_every_command_has_a_script_and_every_script_is_its_command():
+    """A script is `sys.exit(main(["<command>", *sys.argv[1:]], prog="<script>.py"))` and nothing else."""
+    assert set(SCRIPT_COMMANDS.values()) | {"synth", "demo"} == set(COMMANDS)
+    for script, command in SCRIPT_COMMANDS.items():
+        text = (SCRIPTS / script).read_text()
+        assert f'sys.exit(main(["{command}", *sys.argv[1:]], prog="{script}"))' in text
+        tree = ast.parse(text)
+        statements = [type(node).__name__ for node in tree.body]
+        assert statements == ["Expr", "Import", "ImportFrom", "If"], script  # docstring, imports, the __main__ guard
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_COMMANDS))
+def test_script_help_shows_examples_without_importing_torch(script: str, tmp_path: Path):
+    done = run_command([sys.executable, "-X", "importtime", *python_script(script)[1:], "--help"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith(f"usage: {script} ") and "Examples:" in done.stdout
+    assert f"python scripts/{script}" in done.stdout or "accelerate launch" in done.stdout
+    imported = {line.rsplit("|", 1)[1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert "sarlulc_cli" in imported and not imported & {"torch", "transformers"}

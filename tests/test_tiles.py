@@ -222,6 +222,20 @@ def test_split_group_shares_and_determinism():
         SpatialSplit(fractions={"train": -1.0})
 
 
+def test_split_from_shares_is_the_split_of_the_command_line_options():
+    split = SpatialSplit.from_shares([0.6, 0.2, 0.2], group_size=2, seed=1)
+    assert split == SpatialSplit(fractions={"train": 0.6, "validation": 0.2, "test": 0.2}, group_size=2, seed=1)
+    assert SpatialSplit.from_shares([0.8, 0.1, 0.1]) == SpatialSplit()  # the defaults agree
+    assert SpatialSplit.from_shares([1, 0, 1]).names == ["train", "test"]  # a zero share: no such split
+    assert SpatialSplit.from_shares([3, 1], names=("a", "b")).fractions == {"a": 3.0, "b": 1.0}
+    with pytest.raises(ValueError, match=r"need 3 split shares \(train, validation, test\), got \[0.8, 0.2\]"):
+        SpatialSplit.from_shares([0.8, 0.2])
+    with pytest.raises(ValueError, match="non-negative"):
+        SpatialSplit.from_shares([0.8, -0.1, 0.3])
+    with pytest.raises(ValueError, match="group_size must be >= 1"):
+        SpatialSplit.from_shares([0.8, 0.1, 0.1], group_size=0)
+
+
 def test_streaming_split_matches_map_style(synthetic):
     kwargs = dict(tile_size=64, split=SpatialSplit(group_size=2), progress=False)
     map_style = split_tile_dataset(synthetic.scene, **kwargs)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import runpy
 from pathlib import Path
 
 import datasets
@@ -14,24 +13,30 @@ import torch
 from safetensors.torch import load_file
 
 import sarlulc
-from helpers_training import REPO, SCRIPTS, TINY_ENCODER, TINY_SEGMENTATION, shared_scene, shared_tiles
+from helpers_training import REPO, TINY_ENCODER, TINY_SEGMENTATION, shared_scene, shared_tiles
 from sarlulc.data.classes import LULC_9
+from sarlulc.errors import UsageError
 from sarlulc.metrics import confusion_matrix, metrics_from_confusion
 from sarlulc.models.image_processing_sar import SarImageProcessor
 from sarlulc.models.modeling_sar_mixmae import SarMixMAEForPreTraining
-from sarlulc.training.ablation import AblationArguments, run_ablation
-from sarlulc.training.augment import AugmentConfig, augment_batch
-from sarlulc.training.common import AugmentArguments, TileArguments
-from sarlulc.training.configs import build_config, parse_overrides
-from sarlulc.training.data import TileNormalization, UsageError
-from sarlulc.training.evaluation import (
+from sarlulc.training import (
+    AblationArguments,
+    AugmentArguments,
     EvaluationArguments,
-    SegmentationTally,
-    boundary_counts,
-    run_evaluation,
-    segmentation_report,
+    FinetuningArguments,
+    FinetuningLoopArguments,
+    InferenceArguments,
+    PretrainingArguments,
+    PretrainingLoopArguments,
+    SpatialSplitArguments,
+    TileArguments,
 )
-from sarlulc.training.finetuning import FinetuningArguments, FinetuningLoopArguments, run_finetuning
+from sarlulc.training.ablation import RUNGS, run_ablation
+from sarlulc.training.augment import AugmentConfig, augment_batch
+from sarlulc.training.batches import TileNormalization
+from sarlulc.training.configs import build_config, parse_overrides
+from sarlulc.training.evaluation import SegmentationTally, boundary_counts, run_evaluation, segmentation_report
+from sarlulc.training.finetuning import run_finetuning
 from sarlulc.training.loop import (
     EpochShuffleSampler,
     list_checkpoints,
@@ -40,8 +45,9 @@ from sarlulc.training.loop import (
     sar_mixmae_layer_ids,
     step_generator,
 )
-from sarlulc.training.pretraining import PretrainingArguments, PretrainingLoopArguments, run_pretraining
+from sarlulc.training.pretraining import run_pretraining
 from sarlulc.training.trackers import JsonlTracker, read_jsonl_log, validate_report_to
+from sarlulc_cli import main
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +320,20 @@ def test_logged_validation_miou_equals_the_metric_on_the_saved_models_prediction
     assert model.config.class_frequencies == np.bincount(np.ravel(train_labels), minlength=256)[:9].tolist()
 
 
-def test_evaluation_reports_on_a_split_and_on_the_whole_scene(tiles: Path, finetuned: Path, tmp_path: Path):
+def _confusion(prediction: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """Plain numpy: (reference, prediction) pixel counts where both are classes (255 = nodata/ignore)."""
+    keep = (prediction < num_classes) & (target < num_classes)
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (target[keep], prediction[keep]), 1)
+    return counts
+
+
+def _iou(counts: np.ndarray) -> np.ndarray:
+    union = counts.sum(0) + counts.sum(1) - np.diag(counts)
+    return np.where(union > 0, np.diag(counts) / np.maximum(union, 1), np.nan)
+
+
+def test_evaluation_on_saved_tiles_equals_the_logged_validation_miou(tiles: Path, finetuned: Path):
     split_report = run_evaluation(
         EvaluationArguments(model_dir=str(finetuned), data=str(tiles), split="validation", disable_tqdm=True)
     )
@@ -324,25 +343,124 @@ def test_evaluation_reports_on_a_split_and_on_the_whole_scene(tiles: Path, finet
         assert Path(path).is_file() and Path(path).stat().st_size > 0
     assert "| 0 | Water |" in Path(split_report["files"]["markdown"]).read_text()
 
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for predict_scene's tiny tiles: on a small shared CPU, OpenMP threads waiting for each
+    other make the tiny model several times slower (test_inference.py does the same); results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_scene_evaluation_scores_the_written_map_against_the_label_raster(
+    tiles: Path, finetuned: Path, tmp_path: Path, one_torch_thread: None
+):
+    """`evaluate --scene` predicts the map as `sarlulc predict` would and scores it: the report's counts are the
+    numpy confusion counts of that map against the label raster, on the whole scene and on the test tiles' windows."""
+    import rasterio
+
     scene = shared_scene()
+    inference = InferenceArguments(tile=64, overlap=16, batch_size=4)
     whole = run_evaluation(
         EvaluationArguments(
             model_dir=str(finetuned / "best"),
             scene=str(scene / "scene.tif"),
             labels=str(scene / "labels.tif"),
             tile_size=64,
-            output_dir=str(tmp_path / "report"),
+            output_dir=str(tmp_path / "whole"),
             disable_tqdm=True,
-        )
+        ),
+        inference,
     )
-    for key in ("mean_iou", "iou_water", "rare_class_iou", "boundary_f1_thin"):
-        assert key in whole
-    assert 12 <= whole["tiles"] <= 16  # every window of the 256 px scene with a valid pixel (4 x 4 windows)
-    labeled = sum(values["reference_pixels"] for values in whole["per_class"].values())
-    assert labeled > sum(len(d) for d in datasets.load_from_disk(str(tiles)).values()) * 64 * 64 * 0.5
+    map_path = tmp_path / "whole" / "scene_map.tif"
+    assert whole["map"] == str(map_path) and whole["evaluated"].endswith("(scene)")
+    with rasterio.open(map_path) as predicted, rasterio.open(scene / "labels.tif") as labels:
+        assert predicted.transform == labels.transform and predicted.shape == labels.shape == (256, 256)
+        prediction, target = predicted.read(1), LULC_9.encode(labels.read(1))
+    assert (prediction != 255).any() and (prediction == 255).any()  # the synthetic scene's nodata wedge
+    expected = _confusion(prediction, target, LULC_9.num_classes)
+    assert np.array_equal(np.asarray(whole["confusion_matrix"]), expected)
+    iou = _iou(expected)
+    reported = np.array([whole["per_class"][name]["iou"] for name in LULC_9.names], dtype=float)
+    np.testing.assert_allclose(reported, iou, rtol=0, atol=1e-12)
+    assert whole["mean_iou"] == pytest.approx(np.nanmean(iou), abs=1e-12)
+    windows_with_data = sum(
+        bool((prediction[r : r + 64, c : c + 64] != 255).any()) for r in range(0, 256, 64) for c in range(0, 256, 64)
+    )
+    assert whole["tiles"] == windows_with_data
+
+    # --split test: only the windows of the test tiles of the split the saved tiles were made with (groups of 2 x 2)
+    test = run_evaluation(
+        EvaluationArguments(
+            model_dir=str(finetuned / "best"),
+            scene=str(scene / "scene.tif"),
+            labels=str(scene / "labels.tif"),
+            split="test",
+            tile_size=64,
+            output_dir=str(tmp_path / "test"),
+            disable_tqdm=True,
+        ),
+        inference,
+        SpatialSplitArguments(split_group_size=2),
+    )
+    with rasterio.open(tmp_path / "test" / "scene_map.tif") as predicted:
+        assert np.array_equal(predicted.read(1), prediction)  # the same map: same model, same options
+    saved_test = datasets.load_from_disk(str(tiles))["test"]
+    expected_test = sum(
+        _confusion(prediction[r : r + 64, c : c + 64], target[r : r + 64, c : c + 64], LULC_9.num_classes)
+        for r, c in zip(saved_test["row_off"], saved_test["col_off"])
+    )
+    assert test["tiles"] == len(saved_test) and np.array_equal(np.asarray(test["confusion_matrix"]), expected_test)
+    assert not np.array_equal(expected_test, expected)  # a real restriction (negative control)
 
 
-def test_ablation_ladder_runs_and_tabulates(tmp_path: Path, tiles: Path):
+def test_scoring_a_map_checks_the_grid_and_each_changed_pixel_moves_one_count(tmp_path: Path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from sarlulc.errors import SarLulcDataError
+    from sarlulc.training.evaluation import score_map
+
+    rng = np.random.default_rng(0)
+    codes = rng.choice([0, 1, 2, 3, 5, 6, 8, 10, 11, 12], size=(96, 80)).astype(np.uint8)  # 0 = label nodata
+    prediction = LULC_9.encode(codes).astype(np.uint8)
+    prediction[prediction == 255] = 3  # the model predicts something where the labels have no data
+    prediction[:10, :10] = 255  # map nodata (no valid scene pixel)
+    profile = dict(driver="GTiff", width=80, height=96, count=1, dtype="uint8", crs="EPSG:32654")
+    transform = from_origin(500000, 3900000, 10, 10)
+    with rasterio.open(tmp_path / "labels.tif", "w", transform=transform, nodata=0, **profile) as out:
+        out.write(codes, 1)
+    with rasterio.open(tmp_path / "map.tif", "w", transform=transform, nodata=255, **profile) as out:
+        out.write(prediction, 1)
+    tally = score_map(tmp_path / "map.tif", tmp_path / "labels.tif", LULC_9, window_size=32)
+    target = LULC_9.encode(codes)
+    target[prediction == 255] = 255
+    assert np.array_equal(tally.confusion[:9, :9], _confusion(prediction, target, 9))
+    assert tally.confusion.sum() == int(((target != 255) & (prediction != 255)).sum()) and tally.tiles == 9
+
+    # one changed valid pixel moves exactly one count from the diagonal
+    row, col = np.argwhere((target != 255) & (prediction != 255))[0]
+    changed = prediction.copy()
+    changed[row, col] = (prediction[row, col] + 1) % 9
+    with rasterio.open(tmp_path / "changed.tif", "w", transform=transform, nodata=255, **profile) as out:
+        out.write(changed, 1)
+    difference = score_map(tmp_path / "changed.tif", tmp_path / "labels.tif", LULC_9).confusion - tally.confusion
+    assert np.abs(difference).sum() == 2 and difference[target[row, col], changed[row, col]] == 1
+
+    shifted = from_origin(500010, 3900000, 10, 10)
+    with rasterio.open(tmp_path / "shifted.tif", "w", transform=shifted, nodata=255, **profile) as out:
+        out.write(prediction, 1)
+    with pytest.raises(SarLulcDataError, match="not aligned"):
+        score_map(tmp_path / "shifted.tif", tmp_path / "labels.tif", LULC_9)
+
+
+def test_ablation_ladder_reports_what_its_saved_models_score(tmp_path: Path, tiles: Path):
+    """The table's numbers are recomputed here from each rung's saved best model on the saved test tiles (plain
+    numpy confusion counts); the JSON and markdown agree; each rung's model has the switches of its rung."""
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
     rows = run_ablation(
         AblationArguments(
             output_dir=str(tmp_path),
@@ -358,26 +476,45 @@ def test_ablation_ladder_runs_and_tabulates(tmp_path: Path, tiles: Path):
         echo=lambda line: None,
     )
     assert [row["rung"] for row in rows] == [1, 2]
-    assert all(0.0 <= row["mean_iou"] <= 1.0 and not math.isnan(row["boundary_f1_thin"]) for row in rows)
-    table = (tmp_path / "ablation.md").read_text()
-    assert "| 2 | + pretraining |" in table and "boundary F1 (thin)" in table
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(rows))  # NaN -> null, as written
+    assert saved["arguments"]["split_fractions"] == [0.6, 0.2, 0.2] and saved["arguments"]["rungs"] == [1, 2]
+    table = (tmp_path / "ablation.md").read_text().splitlines()
+    assert len(table) == 2 + len(rows)
+    for line, row in zip(table[2:], rows):
+        assert line.startswith(f"| {row['rung']} | {row['setting']} | {100 * row['mean_iou']:.2f} |")
+    test = datasets.load_from_disk(str(tmp_path / "tiles"))["test"].with_format("numpy")
+    assert len(test) > 0
+    for row, rung in zip(rows, [r for r in RUNGS if r.number in (1, 2)]):
+        model_dir = Path(row["model_dir"])
+        model = AutoModelForSemanticSegmentation.from_pretrained(model_dir).eval()
+        config = model.config
+        assert (config.use_highres_injection, config.use_refine_up_head) == (
+            rung.highres_injection,
+            rung.refine_up_head,
+        )
+        assert config.class_weight_alpha == (0.5 if rung.reweighting else 0.0)
+        pretrained = json.loads((model_dir.parent / "training_args.json").read_text())["pretrained"]
+        assert (pretrained is not None) == rung.pretrained
+        processor = AutoImageProcessor.from_pretrained(model_dir)
+        batch = processor.preprocess(
+            list(test["image"]), valid_masks=list(test["valid_mask"]), input_kind="db", return_tensors="pt"
+        )
+        with torch.no_grad():
+            prediction = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]).logits.argmax(1)
+        iou = _iou(_confusion(prediction.numpy(), np.asarray(test["label"]), LULC_9.num_classes))
+        assert row["mean_iou"] == pytest.approx(np.nanmean(iou), abs=1e-9)
+        assert row["iou_water"] == pytest.approx(iou[LULC_9.water_id], abs=1e-9, nan_ok=True)
+        assert not math.isnan(row["boundary_f1_thin"])
     assert (tmp_path / "pretrain" / "model.safetensors").is_file()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The scripts' arguments (in-process: fast; test_scripts.py runs real subprocesses)
+# The commands' arguments (in-process through sarlulc_cli.main, as the scripts call it; test_scripts.py runs real
+# subprocesses)
 # ----------------------------------------------------------------------------------------------------------------------
-def _script_main(name: str):
-    return runpy.run_path(str(SCRIPTS / name), run_name="script_under_test")["main"]
-
-
-@pytest.mark.parametrize("name", ["pretrain.py", "finetune.py", "evaluate.py", "ablation.py"])
-def test_every_script_has_help(name: str, capsys: pytest.CaptureFixture):
-    with pytest.raises(SystemExit) as exit_info:
-        _script_main(name)(["--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    assert "Examples" in text and ("--output_dir" in text or "--model_dir" in text)
+def _command(name: str, prog: str):
+    return lambda argv: main([name, *argv], prog=prog)
 
 
 def _finetune_argv(tiles: Path, output: Path, *extra: str) -> list[str]:
@@ -406,24 +543,26 @@ def _finetune_argv(tiles: Path, output: Path, *extra: str) -> list[str]:
         (["--from_scratch", "--config_overrides", "num_labels=5"], "num_labels=5"),
         (["--from_scratch", "--resume_from_checkpoint", "/no/such/step_3"], "no such checkpoint folder"),
         (["--from_scratch", "--task", "water"], "label ids"),
-        (["--from_scratch", "--crop_size", "48"], "not a multiple of the encoder stride 32"),
+        # the encoder config's own input-size check (SarMixMAEConfig.check_input_size), as the user's error
+        (["--from_scratch", "--crop_size", "48"], "the training input size"),
+        (["--from_scratch", "--split_fractions", "0.8", "0.2"], "need 3 split shares (train, validation, test)"),
+        (["--from_scratch", "--split_group_size", "0"], "group_size must be >= 1"),
     ],
 )
 def test_bad_finetuning_arguments_fail_before_training(
     extra: list[str], message: str, tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
     argv = _finetune_argv(tiles, tmp_path / "out", *extra)
-    assert _script_main("finetune.py")(argv) == 2
+    assert _command("finetune", "finetune.py")(argv) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
     assert not list((tmp_path / "out").glob("step_*"))
 
 
 def test_unknown_task_is_rejected_by_the_parser(tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
-    with pytest.raises(SystemExit) as exit_info:
-        _script_main("finetune.py")(_finetune_argv(tiles, tmp_path, "--from_scratch", "--task", "forest"))
-    assert exit_info.value.code == 2
-    assert "invalid choice: 'forest'" in capsys.readouterr().err
+    argv = _finetune_argv(tiles, tmp_path, "--from_scratch", "--task", "forest")
+    assert _command("finetune", "finetune.py")(argv) == 2
+    assert "finetune.py: error: argument --task: invalid choice: 'forest'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -439,7 +578,7 @@ def test_bad_pretraining_arguments_fail_before_training(
     extra: list[str], message: str, tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
     argv = ["--train_data", str(tiles), "--output_dir", str(tmp_path / "out"), "--disable_tqdm", *extra]
-    assert _script_main("pretrain.py")(argv) == 2
+    assert _command("pretrain", "pretrain.py")(argv) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
     assert not list((tmp_path / "out").glob("step_*"))
@@ -448,5 +587,5 @@ def test_bad_pretraining_arguments_fail_before_training(
 def test_existing_checkpoints_are_not_overwritten_silently(tiles: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     (tmp_path / "step_4").mkdir()
     argv = ["--train_data", str(tiles), "--output_dir", str(tmp_path), "--disable_tqdm"]
-    assert _script_main("pretrain.py")(argv) == 2
+    assert _command("pretrain", "pretrain.py")(argv) == 2
     assert "--resume_from_checkpoint latest" in capsys.readouterr().err

@@ -107,8 +107,7 @@ def run_demo(
 
 
 def _synthesize(out_dir: Path, size: int, seed: int, progress: bool, echo: Echo, steps: int):
-    from .cli import describe_synthetic
-    from .data.synthetic import generate_scene
+    from .data.synthetic import describe_synthetic, generate_scene
 
     start = time.perf_counter()
     result = generate_scene(out_dir / "scene", size=size, seed=seed, progress=progress)
@@ -122,7 +121,7 @@ def _tiles(scene_dir: Path, out_dir: Path, tile_size: int, group_size: int, prog
 
     start = time.perf_counter()
     # a test share large enough that the held-out evaluation sees a few groups of a small scene
-    split = SpatialSplit(fractions={"train": 0.6, "validation": 0.2, "test": 0.2}, group_size=group_size, seed=0)
+    split = SpatialSplit.from_shares([0.6, 0.2, 0.2], group_size=group_size, seed=0)
     splits = split_tile_dataset(scene_dir, split, tile_size=tile_size, cache_dir=out_dir / "cache", progress=progress)
     tiles_dir = out_dir / "tiles"
     with datasets_progress_bars(progress):
@@ -253,30 +252,23 @@ def _predict(model: Path, scene: Path, out_dir: Path, progress: bool, echo: Echo
 
 
 def _evaluate(model: Path, map_path: Path, labels: Path, test_tiles, out_dir: Path, echo: Echo) -> dict:
-    """Score the written map on the test tiles' windows against the label raster (same grid)."""
+    """Score the written map on the test tiles' windows against the label raster (same grid), as `sarlulc evaluate
+    --scene --split test` does."""
     import json
 
-    import rasterio
-    import torch
     from rasterio.windows import Window
 
-    from .training.evaluation import SegmentationTally, scheme_for_model, segmentation_report, write_report
+    from .training.evaluation import scheme_for_model, score_map, segmentation_report, write_report
 
     config = json.loads((model / "config.json").read_text())
     id2label = {int(k): v for k, v in config["id2label"].items()}
     scheme = scheme_for_model(id2label)
-    tally = SegmentationTally(scheme.num_classes, scheme.ignore_index)
     rows = test_tiles.select_columns(["row_off", "col_off", "label"])
-    with rasterio.open(map_path) as predicted, rasterio.open(labels) as reference:
-        for row_off, col_off, tile_labels in zip(rows["row_off"], rows["col_off"], rows["label"]):
-            tile_labels = np.asarray(tile_labels)
-            height, width = tile_labels.shape
-            window = Window(col_off, row_off, width, height)
-            prediction = predicted.read(1, window=window, boundless=True, fill_value=scheme.ignore_index)
-            codes = reference.read(1, window=window, boundless=True, fill_value=0)
-            target = scheme.encode(codes)
-            target[prediction == scheme.ignore_index] = scheme.ignore_index  # scene nodata
-            tally.update(torch.from_numpy(prediction[None].astype(np.int64)), torch.from_numpy(target[None]).long())
+    windows = []
+    for row_off, col_off, tile_labels in zip(rows["row_off"], rows["col_off"], rows["label"]):
+        height, width = np.asarray(tile_labels).shape
+        windows.append(Window(col_off, row_off, width, height))
+    tally = score_map(map_path, labels, scheme, windows)
     report = segmentation_report(tally, scheme, config.get("class_frequencies"))
     files = write_report(report, out_dir / "evaluation")
     echo(f"\n[6/7] evaluation of the map on the {len(rows)} held-out test tiles -> {files['json']}")

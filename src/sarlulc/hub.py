@@ -1,13 +1,16 @@
-"""Publishing a fine-tuned segmentation checkpoint on the Hugging Face Hub (the logic behind ``scripts/push_to_hub.py``).
+"""Publishing a fine-tuned segmentation checkpoint on the Hugging Face Hub (the logic behind ``sarlulc push-to-hub`` and
+``scripts/push_to_hub.py``).
 
-A ``scripts/finetune.py`` output folder holds much more than a Hub repository should: ``step_N`` checkpoints with
+A ``sarlulc finetune`` output folder holds much more than a Hub repository should: ``step_N`` checkpoints with
 optimizer states, logs, evaluation reports, the run's arguments with local paths. Publishing it takes four steps:
 
 1. :func:`load_trained_run` checks the folder and collects what to upload: ``config.json``, the safetensors weights
    (one file or shards with their index), ``preprocessor_config.json``, every remote-code ``.py`` file that ``auto_map``
    and ``custom_pipelines`` reference (and the files those import), plus the run's small JSON summaries when present.
-   Anything missing is reported at once, by name, as a :class:`~sarlulc.training.data.UsageError`.
-2. :func:`build_model_card` fills the Jinja template ``model_cards/sar_lulc_template.md`` with what the folder says
+   Anything missing is reported at once, by name, as a :class:`~sarlulc.errors.UsageError`.
+2. :func:`build_model_card` fills the Jinja template shipped in the package (``sarlulc/templates/sar_lulc_template.md``,
+   read with :mod:`importlib.resources`, so it works from an installed wheel; any other file can replace it) with
+   what the folder says
    about the run: metrics (``all_results.json``, or ``eval_results.json`` of a ``best`` folder) as ``model-index``
    entries, the preprocessing from ``preprocessor_config.json``, the architecture and refinements from
    ``config.json``, the classes with their colours, the training setup from ``training_args.json``, and whether the
@@ -32,6 +35,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -39,38 +43,45 @@ import datasets
 import rasterio
 import torch
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from rasterio.errors import RasterioIOError
 from transformers.dynamic_module_utils import get_relative_imports
 from transformers.utils import CONFIG_NAME, IMAGE_PROCESSOR_NAME, SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from .data.alos2 import SarLulcDataError
 from .data.classes import ClassScheme
 from .data.tiles import find_scene_sources
+from .errors import SarLulcDataError, UsageError
 from .models.configuration_sar_lulc import SarLulcConfig
 from .models.image_processing_sar import SarImageProcessor
 from .models.modeling_sar_lulc import SarLulcForSemanticSegmentation
 from .models.pipeline_sar_segmentation import SAR_SEGMENTATION_TASK
-from .training.data import UsageError, is_saved_dataset
+from .training.batches import is_saved_dataset
 from .training.evaluation import scheme_for_model
 from .training.finetuning import metric_key
 from .training.loop import ALL_RESULTS_FILENAME, BEST_DIRNAME
 
 __all__ = [
-    "DEFAULT_TEMPLATE",
+    "HUB_ERRORS",
+    "TEMPLATE_NAME",
     "CardOptions",
     "PushResult",
     "TrainedRun",
     "build_model_card",
+    "default_template",
     "detect_synthetic",
     "load_trained_run",
     "push_to_hub",
     "write_upload_folder",
 ]
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_cards" / "sar_lulc_template.md"
-"""The card template of a source checkout (``model_cards/`` at the repository root)."""
+TEMPLATE_NAME = "sar_lulc_template.md"
+"""The model card template in the package's ``templates`` folder (package data, see :func:`default_template`)."""
+
+# What a failed upload raises that is not the user's input: OSError (HTTP status errors, offline mode, the disk) and,
+# for unreachable hosts, the HTTP client's own error class, which HfHubHTTPError derives from (httpx or httpx2, by
+# huggingface_hub version). The command line reports them in one line with exit status 1.
+HUB_ERRORS = (OSError, *HfHubHTTPError.__bases__)
 
 CARD_NAME = "README.md"
 # The best model's folder (OUTPUT/best) has this instead of all_results.json (sarlulc.training.loop writes both).
@@ -135,7 +146,7 @@ class CardOptions:
         base_model: Hub id of the SAR-W-MixMAE pretraining checkpoint the encoder started from, if published.
         class_scheme: class scheme (name or JSON file) for the class colours; default: the run's, else the built-in
             scheme with the model's class names.
-        template_path: the Jinja card template.
+        template_path: a Jinja card template file; default: the one shipped with the package (:func:`default_template`).
     """
 
     license: str = "apache-2.0"
@@ -145,7 +156,7 @@ class CardOptions:
     synthetic: bool | None = None
     base_model: str | None = None
     class_scheme: str | None = None
-    template_path: str | Path = DEFAULT_TEMPLATE
+    template_path: str | Path | None = None
 
 
 @dataclass(frozen=True)
@@ -282,7 +293,7 @@ def _remote_code_files(
 
 
 def load_trained_run(output_dir: str | Path) -> TrainedRun:
-    """Check a ``scripts/finetune.py`` output folder and collect what to publish.
+    """Check a ``sarlulc finetune`` output folder and collect what to publish.
 
     Raises:
         UsageError: the folder is not a complete sarlulc segmentation checkpoint; the message names every missing
@@ -290,7 +301,7 @@ def load_trained_run(output_dir: str | Path) -> TrainedRun:
     """
     directory = Path(output_dir)
     if not directory.is_dir():
-        raise UsageError(f"{directory} does not exist or is not a folder (give a scripts/finetune.py output folder)")
+        raise UsageError(f"{directory} does not exist or is not a folder (give a sarlulc finetune output folder)")
     problems: list[str] = []
     config_path, processor_path = directory / CONFIG_NAME, directory / IMAGE_PROCESSOR_NAME
     raw_config = _read_json(config_path) if config_path.is_file() else None
@@ -300,7 +311,7 @@ def load_trained_run(output_dir: str | Path) -> TrainedRun:
     elif raw_config.get("model_type") != SarLulcConfig.model_type:
         raise UsageError(
             f"{config_path} describes a {raw_config.get('model_type')!r} model; only {SarLulcConfig.model_type!r} "
-            "segmentation checkpoints (scripts/finetune.py outputs) can be published with a sarlulc card"
+            "segmentation checkpoints (sarlulc finetune outputs) can be published with a sarlulc card"
         )
     weights = _weight_files(directory, problems)
     if raw_processor is None:
@@ -550,6 +561,11 @@ def _training(run: TrainedRun, options: CardOptions) -> dict[str, Any]:
     }
 
 
+def default_template() -> str:
+    """The text of the model card template shipped with the package."""
+    return (files("sarlulc") / "templates" / TEMPLATE_NAME).read_text(encoding="utf-8")
+
+
 def build_model_card(run: TrainedRun, repo_id: str, options: CardOptions | None = None) -> ModelCard:
     """The model card (``README.md``) of a checked run, from the template in ``options.template_path``.
 
@@ -557,9 +573,13 @@ def build_model_card(run: TrainedRun, repo_id: str, options: CardOptions | None 
         UsageError: the template does not exist, or ``options.class_scheme`` does not fit the model's classes.
     """
     options = options or CardOptions()
-    template = Path(options.template_path)
-    if not template.is_file():
-        raise UsageError(f"model card template {template} does not exist (pass the template of model_cards/)")
+    if options.template_path is None:
+        template = default_template()
+    else:
+        path = Path(options.template_path)
+        if not path.is_file():
+            raise UsageError(f"model card template {path} does not exist (omit --template for the built-in one)")
+        template = path.read_text(encoding="utf-8")
     config, task = run.config, run.task
     task_name = "Water segmentation" if task == "water" else f"LULC segmentation ({config.num_labels} classes)"
     synthetic = options.synthetic if options.synthetic is not None else detect_synthetic(run.training_args)
@@ -592,7 +612,7 @@ def build_model_card(run: TrainedRun, repo_id: str, options: CardOptions | None 
     ]
     return ModelCard.from_template(
         card_data,
-        template_path=str(template),
+        template_str=template,
         repo_id=repo_id,
         model_name=model_name,
         task=task,
@@ -654,7 +674,7 @@ def push_to_hub(
     """Publish a fine-tuned segmentation checkpoint with its model card (the module docstring has the steps).
 
     Args:
-        output_dir: a ``scripts/finetune.py`` output folder (``OUTPUT`` or ``OUTPUT/best``).
+        output_dir: a ``sarlulc finetune`` output folder (``OUTPUT`` or ``OUTPUT/best``).
         repo_id: ``user/name`` of the model repository (created if it does not exist).
         options: card details the folder cannot tell (:class:`CardOptions`).
         api: the Hub client; default ``HfApi()``. Tests pass a fake with ``create_repo`` and ``upload_folder``.

@@ -36,7 +36,7 @@ import hashlib
 import math
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +63,7 @@ __all__ = [
     "SyntheticLandscape",
     "SyntheticScene",
     "SyntheticSceneConfig",
+    "describe_synthetic",
     "generate_scene",
 ]
 
@@ -944,3 +945,19 @@ def generate_scene(
             counts += np.bincount(block.codes.ravel(), minlength=256)
     class_pixels = {code: int(n) for code, n in enumerate(counts) if n}
     return SyntheticScene(scene=scene_path, labels=labels_path, config=config, class_pixels=class_pixels)
+
+
+def describe_synthetic(result: SyntheticScene, echo: Callable[[str], None] = print) -> None:
+    """Say what :func:`generate_scene` wrote: the scene's grid and encoding, and the pixels of every label code."""
+    with rasterio.open(result.scene) as scene:
+        units = "deg" if scene.crs.is_geographic else "m"
+        echo(
+            f"wrote {result.scene}: {scene.height} x {scene.width} px, {scene.dtypes[0]} DN (band 1 = HH), "
+            f"nodata {scene.nodata:g}, {scene.crs.to_string()}, pixel {scene.res[0]:.6g} {units}, "
+            f"calibration factor {result.config.calibration_factor:g} dB, {result.config.looks:g} looks"
+        )
+    echo(f"wrote {result.labels}: uint8 JAXA land-cover codes 1..14 (0 = no data), same grid")
+    total = sum(result.class_pixels.values())
+    for code, count in sorted(result.class_pixels.items()):
+        name = JAXA_SOURCE_CLASSES.get(code, "No data")
+        echo(f"  {code:>2} {name:<28} {count:>11} px {100 * count / total:6.2f} %")

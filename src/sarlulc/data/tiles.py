@@ -201,6 +201,25 @@ class SpatialSplit:
         if self.group_size < 1:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
 
+    @classmethod
+    def from_shares(
+        cls,
+        shares: Sequence[float],
+        group_size: int = 4,
+        seed: int = 0,
+        names: Sequence[str] = ("train", "validation", "test"),
+    ) -> SpatialSplit:
+        """The split with one share per name, in order: ``from_shares([0.8, 0.1, 0.1])`` gives train 0.8,
+        validation 0.1, test 0.1 (the form the command-line options take).
+
+        Raises:
+            ValueError: not one share per name, a negative share or none positive, a group size below 1.
+        """
+        shares = list(shares)
+        if len(shares) != len(names):
+            raise ValueError(f"need {len(names)} split shares ({', '.join(names)}), got {shares}")
+        return cls(fractions=dict(zip(names, (float(share) for share in shares))), group_size=group_size, seed=seed)
+
     @property
     def names(self) -> list[str]:
         return [name for name, fraction in self.fractions.items() if fraction > 0]

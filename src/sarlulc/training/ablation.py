@@ -1,4 +1,5 @@
-"""The paper's ablation ladder on one scene, one split and one seed (the logic behind ``scripts/ablation.py``).
+"""The paper's ablation ladder on one scene, one split and one seed (the logic behind ``sarlulc ablation`` and
+``scripts/ablation.py``).
 
 Rungs, each adding one thing to the previous:
 
@@ -18,23 +19,44 @@ steps per run (a few minutes on two cores).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sarlulc_cli.arguments import (
+    AblationArguments,
+    AblationSplitArguments,
+    AugmentArguments,
+    FinetuningArguments,
+    FinetuningLoopArguments,
+    PretrainingArguments,
+    PretrainingLoopArguments,
+    SpatialSplitArguments,
+    TileArguments,
+)
+
 from ..data.classes import get_scheme
 from ..data.synthetic import LABELS_FILENAME, SCENE_FILENAME, generate_scene
-from ..data.tiles import SpatialSplit, datasets_progress_bars, split_tile_dataset
-from .common import AugmentArguments, TileArguments
-from .data import TileNormalization, UsageError, is_saved_dataset
+from ..data.tiles import datasets_progress_bars, split_tile_dataset
+from ..errors import UsageError
+from ..files import write_json, write_text_atomic
+from .batches import TileNormalization, is_saved_dataset, spatial_split
 from .evaluation import SegmentationTally, evaluate_tiles, load_checkpoint, segmentation_report
-from .finetuning import FinetuningArguments, FinetuningLoopArguments, run_finetuning
-from .loop import BEST_DIRNAME, write_json
-from .pretraining import PretrainingArguments, PretrainingLoopArguments, run_pretraining
+from .finetuning import run_finetuning
+from .loop import BEST_DIRNAME
+from .pretraining import run_pretraining
 
-__all__ = ["RUNGS", "AblationArguments", "Rung", "format_table", "run_ablation"]
+__all__ = [
+    "RUNGS",
+    "AblationArguments",
+    "AblationSplitArguments",
+    "Rung",
+    "check_ablation_arguments",
+    "format_table",
+    "run_ablation",
+]
 
 
 @dataclass(frozen=True)
@@ -57,76 +79,26 @@ RUNGS = (
     Rung(5, "+ alpha re-weighting", True, True, True, True),
 )
 
-_TINY_ENCODER = [
-    "embed_dim=16",
-    "depths=[1,1,1,1]",
-    "num_heads=[1,2,2,4]",
-    "window_size=[16,16,8,4]",
-    "image_size=64",
-    "decoder_embed_dim=32",
-    "decoder_depth=1",
-    "decoder_num_heads=2",
-]
-_TINY_DECODER = ["decoder_hidden_size=32"]
 
-
-@dataclass
-class AblationArguments:
-    """Options of ``scripts/ablation.py``."""
-
-    output_dir: str = field(metadata={"help": "Folder for the scene, tiles, every run and the table."})
-    scene: str | None = field(
-        default=None,
-        metadata={"help": "Folder with scene.tif + labels.tif (or NAME.tif + NAME_labels.tif); default: synthesize."},
-    )
-    synthetic_size: int = field(default=1024, metadata={"help": "Side in pixels of the synthetic scene."})
-    seed: int = field(default=0, metadata={"help": "Seed of the synthetic scene, the split and every training run."})
-    tile_size: int = field(default=64, metadata={"help": "Tile side in pixels (a multiple of 32)."})
-    split_group_size: int = field(default=2, metadata={"help": "The spatial split assigns groups of N x N tiles."})
-    split_fractions: list[float] = field(
-        default_factory=lambda: [0.6, 0.2, 0.2],
-        metadata={
-            "help": "Shares of train, validation and test groups; a large test share gives the rare classes (small, "
-            "clustered) a chance to appear in the test tiles."
-        },
-    )
-    encoder_overrides: list[str] = field(
-        default_factory=lambda: list(_TINY_ENCODER),
-        metadata={"help": "sar_mixmae config fields (KEY=VALUE) of the encoder, for pretraining and rung 1."},
-    )
-    decoder_overrides: list[str] = field(
-        default_factory=lambda: list(_TINY_DECODER),
-        metadata={"help": "sar_lulc config fields (KEY=VALUE) of the segmentation model."},
-    )
-    pretrain_steps: int = field(default=300, metadata={"help": "Optimizer steps of the shared pretraining run."})
-    finetune_steps: int = field(default=300, metadata={"help": "Optimizer steps of every rung."})
-    batch_size: int = field(default=8, metadata={"help": "Tiles per batch."})
-    pretrain_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of pretraining."})
-    finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of fine-tuning."})
-    alpha: float = field(default=0.5, metadata={"help": "class_weight_alpha of rung 5 (rungs 1-4 use 0)."})
-    eval_steps: int = field(default=100, metadata={"help": "Validation (model selection) every N steps."})
-    rungs: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={"help": "Rungs to run."})
-    reuse_pretraining: bool = field(
-        default=True, metadata={"help": "Reuse OUTPUT/pretrain when it already holds a model (--no_reuse_pretraining)."}
-    )
-    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
-
-    def validate(self) -> None:
-        unknown = sorted(set(self.rungs) - {rung.number for rung in RUNGS})
-        if unknown or not self.rungs:
-            raise UsageError(f"--rungs must be among 1..{len(RUNGS)}, got {self.rungs}")
-        if self.scene is not None and not Path(self.scene).is_dir():
-            raise UsageError(f"--scene {self.scene} is not a folder (give the folder holding the scene and its labels)")
-        if self.tile_size % 32 or self.synthetic_size < 4 * self.tile_size:
-            raise UsageError("--tile_size must be a multiple of 32 and --synthetic_size at least 4 tiles")
-        if min(self.pretrain_steps, self.finetune_steps, self.batch_size, self.eval_steps) < 1:
-            raise UsageError("--pretrain_steps, --finetune_steps, --batch_size and --eval_steps must be >= 1")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise UsageError(f"--alpha must be in [0, 1], got {self.alpha}")
-        if len(self.split_fractions) != 3 or min(self.split_fractions) <= 0:
-            raise UsageError(
-                f"--split_fractions needs 3 positive shares (train validation test), got {self.split_fractions}"
-            )
+def check_ablation_arguments(args: AblationArguments, split_args: SpatialSplitArguments) -> None:
+    """Check the options before anything is generated or trained; raises :class:`UsageError`."""
+    unknown = sorted(set(args.rungs) - {rung.number for rung in RUNGS})
+    if unknown or not args.rungs:
+        raise UsageError(f"--rungs must be among 1..{len(RUNGS)}, got {args.rungs}")
+    if args.scene is not None and not Path(args.scene).is_dir():
+        raise UsageError(f"--scene {args.scene} is not a folder (give the folder holding the scene and its labels)")
+    if args.tile_size % 32 or args.synthetic_size < 4 * args.tile_size:
+        raise UsageError("--tile_size must be a multiple of 32 and --synthetic_size at least 4 tiles")
+    if min(args.pretrain_steps, args.finetune_steps, args.batch_size, args.eval_steps) < 1:
+        raise UsageError("--pretrain_steps, --finetune_steps, --batch_size and --eval_steps must be >= 1")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
+    # Every rung is selected on validation and scored on test: the ladder needs all three splits.
+    if len(split_args.split_fractions) != 3 or min(split_args.split_fractions) <= 0:
+        raise UsageError(
+            f"--split_fractions needs 3 positive shares (train validation test), got {split_args.split_fractions}"
+        )
+    spatial_split(split_args)
 
 
 def _scene_folder(args: AblationArguments, root: Path) -> Path:
@@ -138,16 +110,14 @@ def _scene_folder(args: AblationArguments, root: Path) -> Path:
     return folder
 
 
-def _tiles(args: AblationArguments, scene: Path, root: Path) -> Path:
+def _tiles(args: AblationArguments, split_args: SpatialSplitArguments, scene: Path, root: Path) -> Path:
     """Tile and split the scene once and save it, so every run reads the very same tiles."""
     tiles = root / "tiles"
     if not is_saved_dataset(tiles):
         progress = not args.disable_tqdm
-        fractions = dict(zip(("train", "validation", "test"), args.split_fractions))
-        split = SpatialSplit(fractions=fractions, group_size=args.split_group_size, seed=args.seed)
         splits = split_tile_dataset(
             scene,
-            split,
+            spatial_split(split_args),
             tile_size=args.tile_size,
             scheme=get_scheme("lulc-9"),
             cache_dir=root / "cache",
@@ -240,18 +210,30 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_ablation(args: AblationArguments, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_ablation(
+    args: AblationArguments,
+    split_args: SpatialSplitArguments | None = None,
+    *,
+    echo: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Run the ladder (module docstring); write ``ablation.md`` and ``ablation.json`` into the output folder.
+
+    Args:
+        args: the ladder's options.
+        split_args: the spatial split of the scene (default :class:`AblationSplitArguments`: 60/20/20 in groups of
+            2 x 2 tiles).
+        echo: where progress lines and the table go.
 
     Returns:
         One row per rung: ``rung``, ``setting``, ``mean_iou``, ``rare_class_iou``, ``boundary_f1_thin``,
         ``iou_water``, ``rare_classes`` and the rung's ``model_dir``.
     """
-    args.validate()
+    split_args = split_args if split_args is not None else AblationSplitArguments()
+    check_ablation_arguments(args, split_args)
     root = Path(args.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     scene = _scene_folder(args, root)
-    tiles = _tiles(args, scene, root)
+    tiles = _tiles(args, split_args, scene, root)
     selected = [rung for rung in RUNGS if rung.number in args.rungs]
     pretrained = _pretrain(args, tiles, root) if any(rung.pretrained for rung in selected) else None
     rows = []
@@ -273,7 +255,7 @@ def run_ablation(args: AblationArguments, echo: Callable[[str], None] = print) -
             }
         )
     table = format_table(rows)
-    (root / "ablation.md").write_text(table + "\n")
-    write_json(root / "ablation.json", {"arguments": vars(args), "rows": rows})
+    write_text_atomic(root / "ablation.md", table + "\n")
+    write_json(root / "ablation.json", {"arguments": {**asdict(args), **asdict(split_args)}, "rows": rows})
     echo(table)
     return rows

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["AugmentConfig", "augment_batch"]
+from sarlulc_cli.arguments import AugmentArguments
+
+from ..errors import as_usage_error
+
+__all__ = ["AugmentArguments", "AugmentConfig", "augment_batch", "augment_config"]
 
 _DRAWS_PER_SAMPLE = 6
 
@@ -44,6 +48,14 @@ class AugmentConfig:
             raise ValueError(f"crop_size must be positive, got {self.crop_size}")
         if self.gain_db < 0:
             raise ValueError(f"gain_db must be >= 0, got {self.gain_db}")
+
+
+def augment_config(args: AugmentArguments) -> AugmentConfig:
+    """The :class:`AugmentConfig` of the augmentation options; raises ``UsageError`` for bad ones."""
+    with as_usage_error():
+        return AugmentConfig(
+            crop_size=args.crop_size, flip=args.flip, rotate90=args.rotate90, gain_db=args.gain_jitter_db
+        )
 
 
 def augment_batch(

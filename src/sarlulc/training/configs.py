@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import PreTrainedConfig
 
-from .data import UsageError
+from ..errors import UsageError
 
 __all__ = ["build_config", "parse_overrides"]
 

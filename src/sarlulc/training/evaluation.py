@@ -1,5 +1,13 @@
 """Evaluation of a segmentation checkpoint on tiles or on a whole scene, and its report (the logic behind
-``scripts/evaluate.py`` and the ablation).
+``sarlulc evaluate``, ``scripts/run_evaluation.py``, the ablation and the demo).
+
+Two things can be scored:
+
+* **saved tiles** (:func:`evaluate_tiles`): the model runs on every tile of a saved dataset split;
+* **a written class map** (:func:`score_map`): the map that ``sarlulc predict`` (:func:`sarlulc.inference.predict_scene`)
+  wrote, against the label raster on the same grid, window by window (all windows, or those of one split's tiles).
+  This is the only way a whole scene is scored: ``sarlulc evaluate --scene`` first predicts the scene exactly as a user
+  would, then scores that map, so the numbers describe the map a user gets (blended overlaps included).
 
 Everything is accumulated as integer counts, window by window, so a scene of any size is evaluated in bounded memory:
 a ``(K+1, K+1)`` confusion matrix (:func:`sarlulc.metrics.confusion_matrix`, turned into metrics by
@@ -26,13 +34,14 @@ Recall asks whether the thin structures of the reference are traced (whatever wi
 precision whether the thin structures the model draws are real, so speckle-like noise in the prediction, which is thin
 everywhere, lowers it.
 
-Boundaries are found tile by tile, so a structure cut by a tile edge is judged inside each tile separately.
+Boundaries are found tile (window) by tile, so a structure cut by a tile edge is judged inside each tile separately.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,27 +49,33 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from rasterio.windows import Window
 from torch import nn
 from tqdm.auto import tqdm
 
+from sarlulc_cli.arguments import EvaluationArguments, InferenceArguments, SpatialSplitArguments
+
 from ..data.classes import SCHEMES, ClassScheme, get_scheme
-from ..data.tiles import SpatialSplit, iter_tiles, split_tile_dataset
+from ..data.tiles import split_tile_dataset, tile_windows
+from ..errors import SarLulcDataError, UsageError
+from ..files import atomic_output, write_json, write_text_atomic
 from ..metrics import confusion_matrix, metrics_from_confusion
-from .data import TileNormalization, UsageError, collate_tiles, is_saved_dataset, training_view
-from .loop import write_json
+from .batches import TileNormalization, collate_tiles, is_saved_dataset, spatial_split, training_view
 
 __all__ = [
     "REPORT_FILENAMES",
     "EvaluationArguments",
+    "InferenceArguments",
     "SegmentationTally",
     "boundary_counts",
+    "check_evaluation_arguments",
     "class_boundary",
     "evaluate_and_summarize",
     "evaluate_tiles",
-    "iterate_scene_batches",
     "load_checkpoint",
     "run_evaluation",
     "scheme_for_model",
+    "score_map",
     "segmentation_report",
     "write_report",
 ]
@@ -248,7 +263,7 @@ def load_checkpoint(model_dir: str | Path, device: torch.device | str) -> tuple[
 
     path = Path(model_dir)
     if not (path / "config.json").is_file():
-        raise UsageError(f"--model_dir {model_dir}: no config.json there (give a finetune.py output folder)")
+        raise UsageError(f"--model_dir {model_dir}: no config.json there (give a `sarlulc finetune` output folder)")
     if not (path / "preprocessor_config.json").is_file():
         raise UsageError(f"--model_dir {model_dir}: no preprocessor_config.json (the input normalization is unknown)")
     model = AutoModelForSemanticSegmentation.from_pretrained(path, trust_remote_code=False)
@@ -311,25 +326,81 @@ def evaluate_tiles(
     return _fold_batches(model, normalization, batches, tally, device)
 
 
-def iterate_scene_batches(
-    scene: str | Path,
-    labels: str | Path,
+def _open_raster(path: str | Path, role: str) -> Any:
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    if not Path(path).is_file():
+        raise SarLulcDataError(f"{role} {path} does not exist")
+    try:
+        return rasterio.open(path)
+    except RasterioIOError as err:
+        raise SarLulcDataError(f"{role} {path} cannot be opened as a raster: {err}") from err
+
+
+def _check_same_grid(predicted: Any, reference: Any) -> None:
+    """The map and the labels must cover the same pixels: same size, CRS and transform (to a fraction of a pixel)."""
+    where = f"the map {predicted.name} and the label raster {reference.name}"
+    if predicted.shape != reference.shape:
+        raise SarLulcDataError(f"{where} differ in size: {predicted.shape} and {reference.shape} (height, width) px")
+    if predicted.crs != reference.crs:
+        raise SarLulcDataError(f"{where} have different CRSs: {predicted.crs} and {reference.crs}")
+    tolerance = 1e-3 * min(abs(predicted.transform.a), abs(predicted.transform.e))
+    if not predicted.transform.almost_equals(reference.transform, precision=tolerance):
+        raise SarLulcDataError(
+            f"{where} are not aligned: transforms {predicted.transform!r} and {reference.transform!r}"
+        )
+
+
+def score_map(
+    map_path: str | Path,
+    labels_path: str | Path,
     scheme: ClassScheme,
+    windows: Sequence[Window] | None = None,
+    tally: SegmentationTally | None = None,
     *,
-    tile_size: int,
-    batch_size: int,
-    progress: bool = True,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of every window of a scene with any valid pixel (padding and nodata are labeled ignore)."""
-    examples = iter_tiles((str(scene), str(labels)), tile_size=tile_size, scheme=scheme, min_valid_fraction=0.0)
-    pending = []
-    for example in tqdm(examples, desc="evaluating scene windows", unit="tile", disable=not progress):
-        pending.append(example)
-        if len(pending) == batch_size:
-            yield collate_tiles(pending)
-            pending = []
-    if pending:
-        yield collate_tiles(pending)
+    window_size: int = 256,
+    progress: bool = False,
+) -> SegmentationTally:
+    """Fold a written class map, scored against its label raster window by window, into ``tally``.
+
+    Args:
+        map_path: a class map (band 1: class ids of ``scheme``, its nodata, 255 by default, where the scene had no
+            valid pixel), as :func:`sarlulc.inference.predict_scene` writes it.
+        labels_path: the label raster (source codes, encoded with ``scheme``), on the map's grid.
+        scheme: the classes of the map (their ids) and of the labels (their source codes).
+        windows: the windows to score, e.g. the tiles of one split; default: the whole map, cut into ``window_size``
+            windows. Parts of a window outside the raster count as nodata.
+        tally: counts to add to; default: a new :class:`SegmentationTally` of ``scheme``.
+        window_size: side of the default windows (boundaries are judged inside each window).
+        progress: show a progress bar over the windows.
+
+    Pixels are left out where the map has nodata and where the labels are nodata or a code outside the scheme
+    (ignore). A window without any map pixel is skipped (it does not count in ``tally.tiles``).
+
+    Raises:
+        SarLulcDataError: a file is missing or unreadable, or the two rasters are not on the same grid.
+    """
+    tally = tally if tally is not None else SegmentationTally(scheme.num_classes, scheme.ignore_index)
+    with _open_raster(map_path, "class map") as predicted, _open_raster(labels_path, "label raster") as reference:
+        _check_same_grid(predicted, reference)
+        if windows is None:
+            windows = tile_windows(predicted.height, predicted.width, window_size)
+        map_nodata = int(predicted.nodata) if predicted.nodata is not None else scheme.ignore_index
+        label_nodata = reference.nodata
+        for window in tqdm(windows, desc="scoring the map", unit="window", disable=not progress):
+            prediction = predicted.read(1, window=window, boundless=True, fill_value=map_nodata).astype(np.int64)
+            unmapped = prediction == map_nodata
+            if unmapped.all():
+                continue
+            codes = reference.read(1, window=window, boundless=True, fill_value=0)
+            target = scheme.encode(codes).astype(np.int64)
+            if label_nodata is not None:
+                target[codes == label_nodata] = scheme.ignore_index
+            target[unmapped] = scheme.ignore_index
+            prediction[unmapped] = scheme.ignore_index
+            tally.update(torch.from_numpy(prediction[None]), torch.from_numpy(target[None]))
+    return tally
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -396,78 +467,35 @@ def _plot_confusion(report: Mapping[str, Any], path: Path) -> None:
 def write_report(report: Mapping[str, Any], output_dir: str | Path) -> dict[str, Path]:
     """Write the JSON report, the per-class markdown table and the confusion-matrix PNG; return their paths."""
     directory = Path(output_dir)
-    directory.mkdir(parents=True, exist_ok=True)
     paths = {kind: directory / name for kind, name in REPORT_FILENAMES.items()}
     write_json(paths["json"], report)
-    paths["markdown"].write_text(_markdown(report))
-    _plot_confusion(report, paths["confusion"])
+    write_text_atomic(paths["markdown"], _markdown(report))
+    with atomic_output(paths["confusion"]) as temporary:
+        _plot_confusion(report, temporary)
     return paths
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# The script's logic
+# The command's logic
 # ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class EvaluationArguments:
-    """Options of ``scripts/evaluate.py``."""
-
-    model_dir: str = field(metadata={"help": "A finetune.py output folder (OUTPUT or OUTPUT/best)."})
-    data: str | None = field(
-        default=None, metadata={"help": "A saved tile dataset (save_to_disk); evaluates its --split (default test)."}
-    )
-    scene: str | None = field(
-        default=None,
-        metadata={"help": "A scene GeoTIFF (with --labels): evaluates the whole scene window by window, or --split."},
-    )
-    labels: str | None = field(default=None, metadata={"help": "The label raster of --scene (JAXA-style codes)."})
-    split: str | None = field(
-        default=None,
-        metadata={
-            "help": "Split to evaluate: of --data (default test), or of --scene cut by the spatial split options "
-            "below (default: the whole scene)."
-        },
-    )
-    split_fractions: list[float] = field(
-        default_factory=lambda: [0.8, 0.1, 0.1],
-        metadata={"help": "--scene with --split: shares of train, validation and test (as in finetune.py)."},
-    )
-    split_group_size: int = field(default=4, metadata={"help": "--scene with --split: groups of N x N tiles."})
-    split_seed: int = field(default=0, metadata={"help": "--scene with --split: seed of the spatial split."})
-    tile_size: int = field(default=256, metadata={"help": "--scene: window side in pixels (a multiple of 32)."})
-    class_scheme: str | None = field(
-        default=None, metadata={"help": "Class scheme of the labels; default: the built-in one matching the model."}
-    )
-    batch_size: int = field(default=8, metadata={"help": "Tiles per forward pass."})
-    thin_width: int = field(
-        default=5, metadata={"help": "Boundary F1: parts of a class narrower than this (odd, px) are thin structures."}
-    )
-    boundary_tolerance: int = field(default=2, metadata={"help": "Boundary F1: matching tolerance in pixels."})
-    rare_threshold: float = field(
-        default=0.02, metadata={"help": "Rare-class IoU: classes under this share of the training pixels."}
-    )
-    output_dir: str | None = field(
-        default=None, metadata={"help": "Where the report goes (default: MODEL_DIR/eval_<split or scene>)."}
-    )
-    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda when available)."})
-    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
-
-    def validate(self) -> None:
-        if (self.data is None) == (self.scene is None):
-            raise UsageError("give exactly one of --data (a saved tile dataset) and --scene (with --labels)")
-        if self.data is not None and not is_saved_dataset(self.data):
-            raise UsageError(f"--data {self.data} is not a dataset saved with save_to_disk")
-        if self.scene is not None:
-            if self.labels is None:
-                raise UsageError("--scene needs --labels (the label raster to compare with)")
-            for flag, path in (("--scene", self.scene), ("--labels", self.labels)):
-                if not Path(path).is_file():
-                    raise UsageError(f"{flag} {path} does not exist")
-            if self.tile_size % 32:
-                raise UsageError(f"--tile_size {self.tile_size} is not a multiple of 32")
-        if self.thin_width < 3 or self.thin_width % 2 == 0:
-            raise UsageError(f"--thin_width must be an odd number >= 3, got {self.thin_width}")
-        if self.boundary_tolerance < 0 or self.batch_size < 1:
-            raise UsageError("--boundary_tolerance must be >= 0 and --batch_size >= 1")
+def check_evaluation_arguments(args: EvaluationArguments, inference_args: InferenceArguments) -> None:
+    """Check the options and paths before any model is loaded; raises :class:`UsageError`."""
+    if (args.data is None) == (args.scene is None):
+        raise UsageError("give exactly one of --data (a saved tile dataset) and --scene (with --labels)")
+    if args.data is not None and not is_saved_dataset(args.data):
+        raise UsageError(f"--data {args.data} is not a dataset saved with save_to_disk")
+    if args.scene is not None:
+        if args.labels is None:
+            raise UsageError("--scene needs --labels (the label raster to compare with)")
+        for flag, path in (("--scene", args.scene), ("--labels", args.labels)):
+            if not Path(path).is_file():
+                raise UsageError(f"{flag} {path} does not exist")
+        if args.tile_size < 32 or args.tile_size % 32:
+            raise UsageError(f"--tile_size {args.tile_size} is not a positive multiple of 32")
+    if args.thin_width < 3 or args.thin_width % 2 == 0:
+        raise UsageError(f"--thin_width must be an odd number >= 3, got {args.thin_width}")
+    if args.boundary_tolerance < 0 or (inference_args.batch_size is not None and inference_args.batch_size < 1):
+        raise UsageError("--boundary_tolerance must be >= 0 and --batch_size >= 1")
 
 
 def _evaluation_name(args: EvaluationArguments) -> str:
@@ -476,57 +504,146 @@ def _evaluation_name(args: EvaluationArguments) -> str:
     return args.split or "scene"
 
 
-def run_evaluation(args: EvaluationArguments) -> dict[str, Any]:
-    """Evaluate ``args.model_dir`` and write the report; returns it (with ``"files"``: the written paths)."""
+def _model_config(model_dir: str | Path) -> dict[str, Any]:
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--model_dir {model_dir}: no config.json there (give a `sarlulc finetune` output folder)")
+    return json.loads(path.read_text())
+
+
+def _evaluate_saved_tiles(
+    args: EvaluationArguments, inference_args: InferenceArguments, tally_options: dict[str, int], name: str
+) -> tuple[SegmentationTally, ClassScheme, list[int] | None]:
+    """The model on every tile of split ``name`` of the saved dataset ``args.data``."""
     import datasets
 
-    args.validate()
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(inference_args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, processor = load_checkpoint(args.model_dir, device)
     scheme = scheme_for_model(model.config.id2label, args.class_scheme)
-    normalization = TileNormalization.from_processor(processor)
-    tally = SegmentationTally(
-        scheme.num_classes, scheme.ignore_index, thin_width=args.thin_width, tolerance=args.boundary_tolerance
+    splits = datasets.load_from_disk(args.data)
+    splits = splits if isinstance(splits, datasets.DatasetDict) else datasets.DatasetDict({"train": splits})
+    if name not in splits or len(splits[name]) == 0:
+        raise UsageError(f"no tile in split {name!r} (splits: {dict(splits.num_rows)})")
+    tally = SegmentationTally(scheme.num_classes, scheme.ignore_index, **tally_options)
+    evaluate_tiles(
+        model,
+        splits[name],
+        TileNormalization.from_processor(processor),
+        tally,
+        # predict_scene's default: larger batches are no faster on a CPU and only raise the memory peak
+        batch_size=inference_args.batch_size or (8 if device.type == "cuda" else 2),
+        device=device,
+        progress=not args.disable_tqdm,
     )
-    progress = not args.disable_tqdm
+    return tally, scheme, model.config.class_frequencies
+
+
+def _split_windows(
+    args: EvaluationArguments, split_args: SpatialSplitArguments, scheme: ClassScheme, name: str
+) -> list[Window]:
+    """The windows of the tiles of split ``name`` when the scene is tiled and split as ``sarlulc finetune`` does."""
+    splits = split_tile_dataset(
+        (args.scene, args.labels),
+        spatial_split(split_args),
+        tile_size=args.tile_size,
+        scheme=scheme,
+        progress=not args.disable_tqdm,
+    )
+    if name not in splits or len(splits[name]) == 0:
+        raise UsageError(f"no tile in split {name!r} of {args.scene} (splits: {dict(splits.num_rows)})")
+    positions = splits[name].select_columns(["row_off", "col_off"])
+    return [
+        Window(col_off, row_off, args.tile_size, args.tile_size)
+        for row_off, col_off in zip(positions["row_off"], positions["col_off"])
+    ]
+
+
+def _predict_map(args: EvaluationArguments, inference_args: InferenceArguments, map_path: Path) -> None:
+    """``sarlulc predict MODEL_DIR SCENE MAP`` with the inference options; its input errors are the user's."""
+    from ..inference import predict_scene
+
+    try:
+        predict_scene(
+            args.model_dir,
+            args.scene,
+            map_path,
+            tile=inference_args.tile,
+            overlap=inference_args.overlap,
+            batch_size=inference_args.batch_size,
+            device=inference_args.device,
+            num_workers=inference_args.num_workers,
+            progress=not args.disable_tqdm,
+            overwrite=True,  # the map belongs to this evaluation's output folder
+        )
+    except (UsageError, SarLulcDataError):
+        raise
+    except (ValueError, OSError) as err:  # what predict_scene raises for a bad scene, checkpoint or option
+        raise UsageError(f"predicting {args.scene}: {err}") from err
+
+
+def run_evaluation(
+    args: EvaluationArguments,
+    inference_args: InferenceArguments | None = None,
+    split_args: SpatialSplitArguments | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``args.model_dir`` and write the report; returns it (with ``"files"``: the written paths).
+
+    Args:
+        args: what to score (``--data`` tiles, or ``--scene`` with ``--labels``) and the report's options.
+        inference_args: how the model runs: for ``--scene``, the options of ``sarlulc predict`` (tile, overlap,
+            batch size, device); for ``--data``, the batch size and device. Default :class:`InferenceArguments`.
+        split_args: the spatial split of ``--scene`` for ``--split`` (default :class:`SpatialSplitArguments`).
+
+    With ``--scene``, the map is written to ``OUTPUT_DIR/<scene name>_map.tif`` (``report["map"]``) and scored with
+    :func:`score_map`, on the whole scene or on the windows of ``--split``'s tiles.
+
+    Raises:
+        UsageError, SarLulcDataError: bad options, paths, checkpoint or data.
+    """
+    inference_args = inference_args if inference_args is not None else InferenceArguments()
+    split_args = split_args if split_args is not None else SpatialSplitArguments()
+    check_evaluation_arguments(args, inference_args)
     name = _evaluation_name(args)
-    if args.data is not None or args.split is not None:
-        if args.data is not None:
-            splits = datasets.load_from_disk(args.data)
-            splits = splits if isinstance(splits, datasets.DatasetDict) else datasets.DatasetDict({"train": splits})
-        else:
-            fractions = dict(zip(("train", "validation", "test"), args.split_fractions))
-            try:
-                split = SpatialSplit(fractions=fractions, group_size=args.split_group_size, seed=args.split_seed)
-            except ValueError as err:
-                raise UsageError(str(err)) from err
-            splits = split_tile_dataset(
-                (args.scene, args.labels), split, tile_size=args.tile_size, scheme=scheme, progress=progress
-            )
-        if name not in splits or len(splits[name]) == 0:
-            raise UsageError(f"no tile in split {name!r} (splits: {dict(splits.num_rows)})")
-        evaluate_tiles(
-            model, splits[name], normalization, tally, batch_size=args.batch_size, device=device, progress=progress
-        )
+    output_dir = Path(args.output_dir) if args.output_dir is not None else Path(args.model_dir) / f"eval_{name}"
+    tally_options = {"thin_width": args.thin_width, "tolerance": args.boundary_tolerance}
+    extra: dict[str, Any] = {}
+    if args.data is not None:
+        tally, scheme, class_frequencies = _evaluate_saved_tiles(args, inference_args, tally_options, name)
+        extra["evaluated"] = name
     else:
-        batches = iterate_scene_batches(
-            args.scene, args.labels, scheme, tile_size=args.tile_size, batch_size=args.batch_size, progress=progress
+        config = _model_config(args.model_dir)
+        scheme = scheme_for_model({int(k): v for k, v in config["id2label"].items()}, args.class_scheme)
+        class_frequencies = config.get("class_frequencies")
+        # Checked before the (long) prediction: the split must exist and hold tiles.
+        windows = _split_windows(args, split_args, scheme, name) if args.split is not None else None
+        map_path = output_dir / f"{Path(args.scene).stem}_map.tif"
+        _predict_map(args, inference_args, map_path)
+        tally = SegmentationTally(scheme.num_classes, scheme.ignore_index, **tally_options)
+        score_map(
+            map_path,
+            args.labels,
+            scheme,
+            windows,
+            tally,
+            window_size=args.tile_size,
+            progress=not args.disable_tqdm,
         )
-        _fold_batches(model, normalization, batches, tally, device)
-    report = segmentation_report(tally, scheme, model.config.class_frequencies, args.rare_threshold)
+        extra.update(evaluated=f"{args.scene} ({name})", map=str(map_path))
+    report = segmentation_report(tally, scheme, class_frequencies, args.rare_threshold)
     report["model_dir"] = str(args.model_dir)
-    report["evaluated"] = name if args.data is not None else f"{args.scene} ({name})"
-    files = write_report(report, args.output_dir or Path(args.model_dir) / f"eval_{name}")
+    report.update(extra)
+    files = write_report(report, output_dir)
     report["files"] = {kind: str(path) for kind, path in files.items()}
     return report
 
 
-def evaluate_and_summarize(args: EvaluationArguments) -> dict[str, Any]:
-    """:func:`run_evaluation`, then print the headline metrics and the written files (``scripts/evaluate.py`` and
-    ``sarlulc evaluate``)."""
-    import json
-
-    report = run_evaluation(args)
+def evaluate_and_summarize(
+    args: EvaluationArguments,
+    inference_args: InferenceArguments | None = None,
+    split_args: SpatialSplitArguments | None = None,
+) -> dict[str, Any]:
+    """:func:`run_evaluation`, then print the headline metrics and the written files (``sarlulc evaluate``)."""
+    report = run_evaluation(args, inference_args, split_args)
     keys = ("mean_iou", "overall_accuracy", "iou_water", "rare_class_iou", "boundary_f1_thin")
     print(json.dumps({key: report[key] for key in keys if key in report}, indent=2))
     for kind, path in report["files"].items():

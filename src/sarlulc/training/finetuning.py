@@ -1,4 +1,4 @@
-"""LULC or water segmentation fine-tuning (the logic behind ``scripts/finetune.py``).
+"""LULC or water segmentation fine-tuning (the logic behind ``sarlulc finetune`` and ``scripts/finetune.py``).
 
 Steps: validate every option (paths, the pretraining checkpoint, the config against the task's class table) before
 anything heavy; tile or load the train/validation splits and check that their label ids belong to the class scheme;
@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,173 +25,112 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
+from sarlulc_cli.arguments import (
+    AugmentArguments,
+    FinetuningArguments,
+    FinetuningLoopArguments,
+    SpatialSplitArguments,
+    TileArguments,
+)
+
 from ..data.classes import ClassScheme, get_scheme
 from ..data.tiles import SpatialSplit, band_statistics
+from ..errors import UsageError
 from ..metrics import load_metric
 from ..models.configuration_sar_lulc import SarLulcConfig
 from ..models.image_processing_sar import SarImageProcessor
 from ..models.modeling_sar_lulc import SarLulcForSemanticSegmentation
-from .augment import AugmentConfig, augment_batch
+from .augment import AugmentConfig, augment_batch, augment_config
+from .batches import (
+    TileNormalization,
+    check_label_ids,
+    check_tile_arguments,
+    collate_tiles,
+    label_histogram,
+    load_training_splits,
+    spatial_split,
+    training_view,
+)
 from .common import (
-    AugmentArguments,
-    TileArguments,
-    check_input_size,
+    check_encoder_input_size,
     computed_on_main_process,
     configure_logging,
     library_progress_bars,
     save_arguments,
 )
 from .configs import build_config, parse_overrides
-from .data import (
-    TileNormalization,
-    UsageError,
-    check_label_ids,
-    collate_tiles,
-    label_histogram,
-    training_view,
+from .loop import (
+    LoopArguments,
+    TrainingHooks,
+    TrainResult,
+    check_loop_arguments,
+    create_accelerator,
+    sar_mixmae_layer_ids,
+    train,
 )
-from .loop import LoopArguments, TrainingHooks, TrainResult, create_accelerator, sar_mixmae_layer_ids, train
 
 __all__ = [
     "TASK_SCHEMES",
     "FinetuningArguments",
     "FinetuningLoopArguments",
+    "check_initialization",
+    "finetuning_config",
     "finetuning_loss",
     "metric_key",
     "run_finetuning",
     "segmentation_metrics",
+    "task_scheme",
 ]
 
 TASK_SCHEMES = {"lulc": "lulc-9", "water": "water"}
 """Default class scheme of each task (``sarlulc.data.classes``)."""
 
 
-@dataclass
-class FinetuningArguments:
-    """Task, model and split options of fine-tuning (data: :class:`TileArguments`, augmentation:
-    :class:`AugmentArguments`, the loop: :class:`LoopArguments`)."""
-
-    _argument_group_name = "task and model"
-
-    task: Literal["lulc", "water"] = field(
-        default="lulc", metadata={"help": "lulc: the 9 LULC classes; water: water vs not water (from the same labels)."}
-    )
-    class_scheme: str | None = field(
-        default=None,
-        metadata={
-            "help": "Class scheme name (lulc-9, water, jaxa-14) or JSON file; default: the task's (lulc-9/water)."
-        },
-    )
-    pretrained: str | None = field(
-        default=None, metadata={"help": "Output folder of scripts/pretrain.py: its encoder weights initialize ours."}
-    )
-    from_scratch: bool = field(
-        default=False, metadata={"help": "Random initialization instead of --pretrained (the no-pretraining baseline)."}
-    )
-    config: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder with a sar_lulc config.json (hub_configs/sar-lulc-tiny, ...); with --pretrained its encoder "
-            "part is replaced by the checkpoint's. Default: the package defaults."
-        },
-    )
-    config_overrides: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Config fields to change, KEY=VALUE (JSON values); nested: backbone_config.embed_dim=16. "
-            "id2label=null drops a config's classes in favour of the task's."
-        },
-    )
-    use_highres_injection: bool | None = field(
-        default=None, metadata={"help": "Refinement (i), true/false (default: the config's)."}
-    )
-    use_refine_up_head: bool | None = field(
-        default=None, metadata={"help": "Refinement (ii), true/false (default: the config's)."}
-    )
-    class_weight_alpha: float | None = field(
-        default=None,
-        metadata={"help": "Refinement (iii): alpha in [0, 1] of the class re-weighting; 0 = none (default: config's)."},
-    )
-    train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    eval_split: str = field(default="validation", metadata={"help": "Split to evaluate on (model selection)."})
-    split_fractions: list[float] = field(
-        default_factory=lambda: [0.8, 0.1, 0.1],
-        metadata={"help": "Scenes only: shares of train, validation and test in the spatial split."},
-    )
-    split_group_size: int = field(
-        default=4, metadata={"help": "Scenes only: the spatial split assigns groups of N x N tiles to one split."}
-    )
-    split_seed: int = field(default=0, metadata={"help": "Scenes only: seed of the spatial split."})
-
-    def scheme(self) -> ClassScheme:
-        try:
-            scheme = get_scheme(self.class_scheme or TASK_SCHEMES[self.task])
-        except ValueError as err:
-            raise UsageError(f"--class_scheme: {err}") from err
-        if self.task == "water" and (scheme.num_classes != 2 or scheme.water_id is None):
-            raise UsageError(f"--task water needs a 2-class scheme with a water class; {scheme.name!r} is not one")
-        return scheme
-
-    def spatial_split(self) -> SpatialSplit:
-        if len(self.split_fractions) != 3:
-            raise UsageError(f"--split_fractions needs 3 values (train validation test), got {self.split_fractions}")
-        fractions = dict(zip(("train", "validation", "test"), self.split_fractions))
-        try:
-            return SpatialSplit(fractions=fractions, group_size=self.split_group_size, seed=self.split_seed)
-        except ValueError as err:
-            raise UsageError(str(err)) from err
-
-    def check_initialization(self) -> None:
-        if (self.pretrained is None) == (not self.from_scratch):
-            raise UsageError("give exactly one of --pretrained DIR (a scripts/pretrain.py output) and --from_scratch")
-        if self.pretrained is None:
-            return
-        config_path = Path(self.pretrained) / "config.json"
-        if not config_path.is_file():
-            raise UsageError(f"--pretrained {self.pretrained}: no config.json there (not a pretraining checkpoint)")
-        model_type = json.loads(config_path.read_text()).get("model_type")
-        if model_type != "sar_mixmae":
-            raise UsageError(f"--pretrained {self.pretrained} holds a {model_type!r} model, not a sar_mixmae one")
-        if not any(Path(self.pretrained).glob("*.safetensors")):
-            raise UsageError(f"--pretrained {self.pretrained} has no .safetensors weights")
-
-    def model_config(self, scheme: ClassScheme) -> SarLulcConfig:
-        """The validated config with the task's classes and the chosen refinements (no statistics yet)."""
-        config = build_config(SarLulcConfig, self.config, parse_overrides(self.config_overrides))
-        _check_config_classes(config, scheme)
-        values = config.to_dict()
-        values.update(id2label=scheme.id2label, label2id=scheme.label2id, ignore_index=scheme.ignore_index)
-        switches = {
-            "use_highres_injection": self.use_highres_injection,
-            "use_refine_up_head": self.use_refine_up_head,
-            "class_weight_alpha": self.class_weight_alpha,
-        }
-        values.update({key: value for key, value in switches.items() if value is not None})
-        try:
-            return SarLulcConfig.from_dict(values)
-        except ValueError as err:
-            raise UsageError(f"invalid sar_lulc config: {err}") from err
+def task_scheme(args: FinetuningArguments) -> ClassScheme:
+    """The class scheme of the task (``--class_scheme``, else the task's); raises :class:`UsageError`."""
+    try:
+        scheme = get_scheme(args.class_scheme or TASK_SCHEMES[args.task])
+    except ValueError as err:
+        raise UsageError(f"--class_scheme: {err}") from err
+    if args.task == "water" and (scheme.num_classes != 2 or scheme.water_id is None):
+        raise UsageError(f"--task water needs a 2-class scheme with a water class; {scheme.name!r} is not one")
+    return scheme
 
 
-@dataclass
-class FinetuningLoopArguments(LoopArguments):
-    """The loop's options with fine-tuning defaults (layer-wise lr decay 0.9, evaluation every 100 steps)."""
+def check_initialization(args: FinetuningArguments) -> None:
+    """Exactly one of ``--pretrained`` (a complete sar_mixmae checkpoint) and ``--from_scratch``; raises
+    :class:`UsageError`."""
+    if (args.pretrained is None) == (not args.from_scratch):
+        raise UsageError("give exactly one of --pretrained DIR (a `sarlulc pretrain` output) and --from_scratch")
+    if args.pretrained is None:
+        return
+    config_path = Path(args.pretrained) / "config.json"
+    if not config_path.is_file():
+        raise UsageError(f"--pretrained {args.pretrained}: no config.json there (not a pretraining checkpoint)")
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type != "sar_mixmae":
+        raise UsageError(f"--pretrained {args.pretrained} holds a {model_type!r} model, not a sar_mixmae one")
+    if not any(Path(args.pretrained).glob("*.safetensors")):
+        raise UsageError(f"--pretrained {args.pretrained} has no .safetensors weights")
 
-    _argument_group_name = "training loop"
 
-    layer_decay: float = field(
-        default=0.9,
-        metadata={"help": "Layer-wise lr decay: encoder block i from the top learns at lr * decay**i; 1.0 = off."},
-    )
-    eval_steps: int | None = field(
-        default=100, metadata={"help": "Evaluate on the eval split every N steps (and always at the end)."}
-    )
-    # Every parameter of the segmentation model gets a gradient (the backbone has no final LayerNorm), so
-    # DistributedDataParallel need not search for unused ones; turn it on for custom configs that leave some unused.
-    ddp_find_unused_parameters: bool = field(
-        default=False,
-        metadata={"help": "Multi-process only: let DistributedDataParallel skip parameters without gradient."},
-    )
+def finetuning_config(args: FinetuningArguments, scheme: ClassScheme) -> SarLulcConfig:
+    """The validated config with the task's classes and the chosen refinements (no statistics yet); raises
+    :class:`UsageError`."""
+    config = build_config(SarLulcConfig, args.config, parse_overrides(args.config_overrides))
+    _check_config_classes(config, scheme)
+    values = config.to_dict()
+    values.update(id2label=scheme.id2label, label2id=scheme.label2id, ignore_index=scheme.ignore_index)
+    switches = {
+        "use_highres_injection": args.use_highres_injection,
+        "use_refine_up_head": args.use_refine_up_head,
+        "class_weight_alpha": args.class_weight_alpha,
+    }
+    values.update({key: value for key, value in switches.items() if value is not None})
+    try:
+        return SarLulcConfig.from_dict(values)
+    except ValueError as err:
+        raise UsageError(f"invalid sar_lulc config: {err}") from err
 
 
 def _is_default_labels(config: SarLulcConfig) -> bool:
@@ -309,23 +247,31 @@ def run_finetuning(
     tile_args: TileArguments,
     augment_args: AugmentArguments,
     loop_args: LoopArguments,
+    split_args: SpatialSplitArguments | None = None,
 ) -> TrainResult:
     """Fine-tune a segmentation model as described in the module docstring.
+
+    Args:
+        args, tile_args, augment_args, loop_args: the task and model, the data, the augmentation, the loop.
+        split_args: how scenes are split in space (default :class:`SpatialSplitArguments`); a saved dataset keeps its
+            own splits.
 
     Raises:
         UsageError, SarLulcDataError: before training starts, for bad options, paths, configs or data.
     """
-    loop_args.validate()
-    tile_args.validate()
-    args.check_initialization()
-    scheme = args.scheme()
-    split = args.spatial_split()
-    config = args.model_config(scheme)
-    augment = augment_args.augment_config()
-    stride = config.backbone_config.encoder_stride
-    check_input_size(augment.crop_size or tile_args.tile_size, stride, "the training input size")
+    split_args = split_args if split_args is not None else SpatialSplitArguments()
+    check_loop_arguments(loop_args)
+    check_tile_arguments(tile_args)
+    check_initialization(args)
+    scheme = task_scheme(args)
+    split = spatial_split(split_args)
+    config = finetuning_config(args, scheme)
+    augment = augment_config(augment_args)
+    check_encoder_input_size(
+        config.backbone_config, augment.crop_size or tile_args.tile_size, "the training input size"
+    )
     with library_progress_bars(not loop_args.disable_tqdm):
-        return _finetune(args, tile_args, augment_args, loop_args, scheme, split, config)
+        return _finetune(args, tile_args, augment_args, loop_args, split_args, scheme, split, config)
 
 
 def _finetune(
@@ -333,23 +279,24 @@ def _finetune(
     tile_args: TileArguments,
     augment_args: AugmentArguments,
     loop_args: LoopArguments,
+    split_args: SpatialSplitArguments,
     scheme: ClassScheme,
     split: SpatialSplit,
     config: SarLulcConfig,
 ) -> TrainResult:
-    augment = augment_args.augment_config()
-    stride = config.backbone_config.encoder_stride
+    augment = augment_config(augment_args)
     accelerator = create_accelerator(loop_args, f"finetune-{args.task}")
     configure_logging(accelerator)
     progress = not loop_args.disable_tqdm and accelerator.is_local_main_process
     with accelerator.main_process_first():
-        splits = tile_args.load_splits(scheme, split, progress)
+        splits = load_training_splits(tile_args, scheme, split, progress)
         metric = load_metric()
     for name in (args.train_split, args.eval_split):
         if name not in splits or len(splits[name]) == 0:
             raise UsageError(f"the data has no tile in split {name!r} (splits: {dict(splits.num_rows)})")
     train_tiles, eval_tiles = splits[args.train_split], splits[args.eval_split]
-    check_input_size(augment.crop_size or train_tiles.features["image"].shape[-1], stride, "the tile size")
+    tile_side = augment.crop_size or train_tiles.features["image"].shape[-1]
+    check_encoder_input_size(config.backbone_config, tile_side, "the tile size")
 
     def statistics() -> tuple[np.ndarray, np.ndarray, SarImageProcessor]:
         histograms = label_histogram(train_tiles, progress=progress), label_histogram(eval_tiles, progress=progress)
@@ -364,7 +311,7 @@ def _finetune(
 
     set_seed(loop_args.seed)
     model = _build_model(args, config)
-    save_arguments(accelerator, loop_args.output_dir, args, tile_args, augment_args, loop_args)
+    save_arguments(accelerator, loop_args.output_dir, args, tile_args, augment_args, loop_args, split_args)
     hooks = TrainingHooks(
         run_name=f"finetune-{args.task}",
         collate_fn=collate_tiles,

@@ -25,7 +25,6 @@ weights as an uninterrupted one:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -47,7 +46,10 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from .data import UsageError
+from sarlulc_cli.arguments import LoopArguments
+
+from ..errors import UsageError
+from ..files import write_json
 from .trackers import make_trackers, validate_report_to
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "TrainingHooks",
     "TrainingProgress",
     "build_optimizer",
+    "check_loop_arguments",
     "create_accelerator",
     "deterministic_algorithms",
     "list_checkpoints",
@@ -67,7 +70,6 @@ __all__ = [
     "sar_mixmae_layer_ids",
     "step_generator",
     "train",
-    "write_json",
 ]
 
 logger = get_logger(__name__)
@@ -83,142 +85,49 @@ _NO_DECAY_NAMES = ("mask_token", "position", "relative_position_bias_table", "bi
 # ----------------------------------------------------------------------------------------------------------------------
 # Arguments
 # ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class LoopArguments:
-    """Options of the training loop; the scripts expose every field as ``--field_name``."""
-
-    output_dir: str = field(
-        metadata={"help": "Folder for checkpoints (step_N), logs, the final model and all_results.json."}
+def check_loop_arguments(args: LoopArguments) -> None:
+    """Check the loop options and the resume path before anything is built; raises :class:`UsageError`."""
+    positive = (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "checkpointing_steps",
+        "logging_steps",
     )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Delete step_N checkpoints already in output_dir instead of refusing to start."},
-    )
-    seed: int = field(default=42, metadata={"help": "Seed of initialization, data order and augmentation."})
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Tiles per batch on each process."})
-    per_device_eval_batch_size: int = field(
-        default=8, metadata={"help": "Tiles per evaluation batch and process (fine-tuning)."}
-    )
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Batches whose gradients are summed into one optimizer step."}
-    )
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate after warmup."})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, tokens)."})
-    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
-    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
-    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon."})
-    layer_decay: float = field(
-        default=1.0,
-        metadata={
-            "help": "Layer-wise learning-rate decay in (0, 1] for fine-tuning: encoder block i (counted from the top) "
-            "learns at lr * decay**i, the decoder at lr. 1.0 turns it off."
-        },
-    )
-    num_train_epochs: int = field(default=10, metadata={"help": "Passes over the training tiles."})
-    max_train_steps: int | None = field(
-        default=None, metadata={"help": "Total optimizer steps; overrides num_train_epochs and sets the schedule."}
-    )
-    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of the steps with linear warmup."})
-    warmup_steps: int | None = field(default=None, metadata={"help": "Warmup steps; overrides warmup_ratio."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm; 0 disables clipping."})
-    mixed_precision: str | None = field(
-        default=None,
-        metadata={
-            "help": "no, fp16 or bf16; default: what `accelerate launch` / `accelerate config` say (else no).",
-            "choices": ["no", "fp16", "bf16"],
-        },
-    )
-    checkpointing_steps: int = field(
-        default=500, metadata={"help": "Save the full training state to output_dir/step_N every N steps."}
-    )
-    checkpoints_total_limit: int | None = field(
-        default=2, metadata={"help": "Keep only the newest K step_N folders (none: keep all)."}
-    )
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={"help": "'latest' (the newest output_dir/step_N) or the path of a step_N folder to resume from."},
-    )
-    stop_at_step: int | None = field(
-        default=None,
-        metadata={
-            "help": "Stop (saving a checkpoint) once this many optimizer steps are done, without changing the "
-            "schedule, which still follows max_train_steps; resume later with --resume_from_checkpoint latest."
-        },
-    )
-    eval_steps: int | None = field(
-        default=None,
-        metadata={"help": "Fine-tuning: evaluate every N steps and at the end (by default only at the end)."},
-    )
-    logging_steps: int = field(default=10, metadata={"help": "Log loss, learning rate and throughput every N steps."})
-    report_to: str = field(
-        default="jsonl",
-        metadata={
-            "help": "Trackers, comma separated: jsonl (ours, output_dir/logs/RUN/metrics.jsonl), an installed "
-            "accelerate tracker (tensorboard, wandb, ...), all, or none."
-        },
-    )
-    dataloader_num_workers: int | None = field(
-        default=None, metadata={"help": "DataLoader worker processes; default 0 on CPU, up to 4 with CUDA."}
-    )
-    ddp_find_unused_parameters: bool = field(
-        default=False,
-        metadata={
-            "help": "Multi-process only: let DistributedDataParallel look for parameters that get no gradient (needed "
-            "when the model has parameters its loss does not use; costs a little speed)."
-        },
-    )
-    full_determinism: bool = field(
-        default=False,
-        metadata={
-            "help": "Use torch's deterministic algorithms, for bitwise-reproducible runs and resumes (a little slower; "
-            "on CUDA, ops without a deterministic version only warn)."
-        },
-    )
-    disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
-
-    def validate(self) -> None:
-        """Check the options and the resume path before anything is built; raises :class:`UsageError`."""
-        positive = (
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "gradient_accumulation_steps",
-            "num_train_epochs",
-            "checkpointing_steps",
-            "logging_steps",
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("max_train_steps", "eval_steps", "stop_at_step", "checkpoints_total_limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be >= 1 when given, got {value}")
+    if not args.learning_rate > 0:
+        raise UsageError(f"--learning_rate must be positive, got {args.learning_rate}")
+    if not 0 < args.layer_decay <= 1:
+        raise UsageError(f"--layer_decay must be in (0, 1], got {args.layer_decay}")
+    if not 0 <= args.warmup_ratio < 1:
+        raise UsageError(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    if args.warmup_steps is not None and args.warmup_steps < 0:
+        raise UsageError(f"--warmup_steps must be >= 0, got {args.warmup_steps}")
+    if args.weight_decay < 0 or args.max_grad_norm < 0:
+        raise UsageError("--weight_decay and --max_grad_norm must be >= 0")
+    if args.dataloader_num_workers is not None and args.dataloader_num_workers < 0:
+        raise UsageError(f"--dataloader_num_workers must be >= 0, got {args.dataloader_num_workers}")
+    try:
+        validate_report_to(args.report_to)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output_dir {output_dir} exists and is not a folder")
+    if args.resume_from_checkpoint is not None:
+        resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    elif list_checkpoints(args.output_dir) and not args.overwrite_output_dir:
+        raise UsageError(
+            f"--output_dir {output_dir} already holds checkpoints ({list_checkpoints(output_dir)[-1].name}); "
+            "continue with --resume_from_checkpoint latest or start over with --overwrite_output_dir"
         )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_train_steps", "eval_steps", "stop_at_step", "checkpoints_total_limit"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name} must be >= 1 when given, got {value}")
-        if not self.learning_rate > 0:
-            raise UsageError(f"--learning_rate must be positive, got {self.learning_rate}")
-        if not 0 < self.layer_decay <= 1:
-            raise UsageError(f"--layer_decay must be in (0, 1], got {self.layer_decay}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise UsageError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            raise UsageError(f"--warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise UsageError("--weight_decay and --max_grad_norm must be >= 0")
-        if self.dataloader_num_workers is not None and self.dataloader_num_workers < 0:
-            raise UsageError(f"--dataloader_num_workers must be >= 0, got {self.dataloader_num_workers}")
-        try:
-            validate_report_to(self.report_to)
-        except ValueError as err:
-            raise UsageError(str(err)) from err
-        output_dir = Path(self.output_dir)
-        if output_dir.exists() and not output_dir.is_dir():
-            raise UsageError(f"--output_dir {output_dir} exists and is not a folder")
-        if self.resume_from_checkpoint is not None:
-            resolve_checkpoint(self.output_dir, self.resume_from_checkpoint)
-        elif list_checkpoints(self.output_dir) and not self.overwrite_output_dir:
-            raise UsageError(
-                f"--output_dir {output_dir} already holds checkpoints ({list_checkpoints(output_dir)[-1].name}); "
-                "continue with --resume_from_checkpoint latest or start over with --overwrite_output_dir"
-            )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -762,24 +671,6 @@ class _TrainingRun:
         return results
 
 
-def _json_ready(value: Any) -> Any:
-    """``value`` with numpy values turned into Python ones and NaN/inf into ``None`` (strict JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: str | Path, values: Mapping[str, Any]) -> None:
-    """Write ``values`` as indented, strict JSON (NaN becomes null)."""
-    Path(path).write_text(json.dumps(_json_ready(values), indent=2))
-
-
 @contextmanager
 def deterministic_algorithms(enabled: bool) -> Iterator[None]:
     """Run the block with torch's deterministic algorithms (and cuDNN's), restoring the previous settings after.
@@ -819,7 +710,7 @@ def train(
     Args:
         model: a transformers ``PreTrainedModel`` (saved with ``save_pretrained`` at the end).
         train_dataset: a map-style dataset of examples for ``hooks.collate_fn`` (e.g. a formatted ``datasets.Dataset``).
-        args: loop options; call ``args.validate()`` first to fail early on bad ones.
+        args: loop options; call :func:`check_loop_arguments` first to fail early on bad ones.
         hooks: the task (loss, evaluation, artifacts).
         accelerator: from :func:`create_accelerator` (created first so that data preparation can use
             ``main_process_first``).

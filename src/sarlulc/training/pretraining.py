@@ -1,4 +1,4 @@
-"""SAR-W-MixMAE pretraining on unlabeled tiles (the logic behind ``scripts/pretrain.py``).
+"""SAR-W-MixMAE pretraining on unlabeled tiles (the logic behind ``sarlulc pretrain`` and ``scripts/pretrain.py``).
 
 Steps: validate every option (before anything heavy), tile or load the training data, compute the band statistics of
 the training tiles and write them into both the model config (``input_db_mean`` / ``input_db_std`` /
@@ -8,41 +8,48 @@ the mixing mask from the step's generator.
 
 The output folder is a ``SarMixMAEForPreTraining`` checkpoint (``config.json``, ``model.safetensors``, remote code)
 with ``preprocessor_config.json``, ``band_statistics.json``, ``training_args.json`` and ``all_results.json``; it is
-what ``scripts/finetune.py --pretrained`` expects.
+what ``sarlulc finetune --pretrained`` expects.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
 from torch import nn
 
+from sarlulc_cli.arguments import AugmentArguments, PretrainingArguments, PretrainingLoopArguments, TileArguments
+
 from ..data.classes import get_scheme
 from ..data.tiles import BandStatistics, band_statistics
+from ..errors import UsageError
 from ..models.configuration_sar_mixmae import SarMixMAEConfig
 from ..models.image_processing_sar import SarImageProcessor
 from ..models.modeling_sar_mixmae import SarMixMAEForPreTraining
-from .augment import AugmentConfig, augment_batch
+from .augment import AugmentConfig, augment_batch, augment_config
+from .batches import (
+    TileNormalization,
+    check_tile_arguments,
+    collate_tiles,
+    load_training_splits,
+    training_view,
+)
 from .common import (
-    AugmentArguments,
-    TileArguments,
-    check_input_size,
+    check_encoder_input_size,
     computed_on_main_process,
     configure_logging,
     library_progress_bars,
     save_arguments,
 )
 from .configs import build_config, parse_overrides
-from .data import TileNormalization, UsageError, collate_tiles, training_view
-from .loop import LoopArguments, TrainingHooks, TrainResult, create_accelerator, train
+from .loop import LoopArguments, TrainingHooks, TrainResult, check_loop_arguments, create_accelerator, train
 
 __all__ = [
     "BAND_STATISTICS_FILENAME",
     "PretrainingArguments",
     "PretrainingLoopArguments",
+    "pretraining_config",
     "pretraining_loss",
     "run_pretraining",
 ]
@@ -50,43 +57,10 @@ __all__ = [
 BAND_STATISTICS_FILENAME = "band_statistics.json"
 
 
-@dataclass
-class PretrainingArguments:
-    """Model options of pretraining (data: :class:`TileArguments`, augmentation: :class:`AugmentArguments`, the loop:
-    :class:`LoopArguments`)."""
-
-    _argument_group_name = "model"
-
-    config: str | None = field(
-        default=None,
-        metadata={
-            "help": "Folder with a sar_mixmae config.json, e.g. hub_configs/sar-mixmae-tiny or hub_configs/sar-mixmae-base "
-            "(default: the tiny model's defaults)."
-        },
-    )
-    config_overrides: list[str] | None = field(
-        default=None,
-        metadata={"help": "Config fields to change, as KEY=VALUE (JSON values), e.g. embed_dim=32 depths=[1,1,1,1]."},
-    )
-    dataset_split: str = field(
-        default="train", metadata={"help": "Split of a saved DatasetDict to pretrain on (tiled scenes: all tiles)."}
-    )
-
-    def model_config(self) -> SarMixMAEConfig:
-        """The validated model config (band statistics not yet filled in); raises :class:`UsageError`."""
-        return build_config(SarMixMAEConfig, self.config, parse_overrides(self.config_overrides))
-
-
-@dataclass
-class PretrainingLoopArguments(LoopArguments):
-    """The loop's options with MixMAE's optimizer defaults (AdamW betas (0.9, 0.95), weight decay 0.05)."""
-
-    _argument_group_name = "training loop"
-
-    learning_rate: float = field(
-        default=1.5e-4, metadata={"help": "Peak learning rate (MixMAE: 1.5e-4 x total batch / 256)."}
-    )
-    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MixMAE: 0.95)."})
+def pretraining_config(args: PretrainingArguments) -> SarMixMAEConfig:
+    """The validated model config of the model options (band statistics not yet filled in); raises
+    :class:`UsageError`."""
+    return build_config(SarMixMAEConfig, args.config, parse_overrides(args.config_overrides))
 
 
 def pretraining_loss(
@@ -127,11 +101,11 @@ def run_pretraining(
     Raises:
         UsageError, SarLulcDataError: before training starts, for bad options, paths, configs or data.
     """
-    loop_args.validate()
-    tile_args.validate()
-    config = args.model_config()
-    augment = augment_args.augment_config()
-    check_input_size(augment.crop_size or tile_args.tile_size, config.encoder_stride, "the training input size")
+    check_loop_arguments(loop_args)
+    check_tile_arguments(tile_args)
+    config = pretraining_config(args)
+    augment = augment_config(augment_args)
+    check_encoder_input_size(config, augment.crop_size or tile_args.tile_size, "the training input size")
     with library_progress_bars(not loop_args.disable_tqdm):
         return _pretrain(args, tile_args, loop_args, augment_args, config)
 
@@ -143,18 +117,18 @@ def _pretrain(
     augment_args: AugmentArguments,
     config: SarMixMAEConfig,
 ) -> TrainResult:
-    augment = augment_args.augment_config()
+    augment = augment_config(augment_args)
     accelerator = create_accelerator(loop_args, "pretrain")
     configure_logging(accelerator)
     progress = not loop_args.disable_tqdm and accelerator.is_local_main_process
     with accelerator.main_process_first():
-        splits = tile_args.load_splits(get_scheme(None), None, progress)
+        splits = load_training_splits(tile_args, get_scheme(None), None, progress)
     if args.dataset_split not in splits:
         raise UsageError(f"--dataset_split {args.dataset_split!r} is not in the data (splits: {list(splits)})")
     tiles = splits[args.dataset_split]
     if len(tiles) == 0:
         raise UsageError(f"no training tile in {tile_args.train_data} (split {args.dataset_split!r})")
-    check_input_size(augment.crop_size or tiles.features["image"].shape[-1], config.encoder_stride, "the tile size")
+    check_encoder_input_size(config, augment.crop_size or tiles.features["image"].shape[-1], "the tile size")
     statistics = computed_on_main_process(
         accelerator, lambda: band_statistics(tiles, tuple(config.input_clip_db), progress=progress)
     )

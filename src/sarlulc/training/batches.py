@@ -1,11 +1,15 @@
-"""Tile datasets for training: where they come from, how they become batches, and how batches are normalized.
+"""Tile splits for training: where they come from, how they become batches, and how batches are normalized.
 
 Training data is given as one path, which is either
 
 * a dataset saved with ``save_to_disk`` (a ``DatasetDict`` of splits, as ``sarlulc demo`` writes to ``OUT/tiles``, or a
   single ``Dataset``), or
 * GeoTIFF scenes: a folder (every scene and its ``*_labels.tif`` / ``labels.tif``), or one scene file; these are tiled
-  with :mod:`sarlulc.data.tiles` (and split in space for fine-tuning).
+  with :mod:`sarlulc.data.tiles` (and split in space for fine-tuning, by :func:`spatial_split` of the
+  :class:`SpatialSplitArguments`).
+
+:class:`TileArguments` say where the tiles come from and how scenes are cut; :func:`check_tile_arguments` checks them
+before anything heavy and :func:`load_training_splits` loads the splits they describe.
 
 Batches stay in sigma0 dB until the training step: augmentation (:mod:`sarlulc.training.augment`) works in dB, and
 :class:`TileNormalization` then applies the image processor's clip and standardization on the accelerator's device.
@@ -23,25 +27,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sarlulc_cli.arguments import SpatialSplitArguments, TileArguments
+
 from ..data.classes import ClassScheme
 from ..data.tiles import SpatialSplit, datasets_progress_bars, split_tile_dataset, tile_dataset
+from ..errors import UsageError, as_usage_error
 
 __all__ = [
+    "SpatialSplitArguments",
+    "TileArguments",
     "TileNormalization",
-    "UsageError",
     "check_label_ids",
+    "check_tile_arguments",
     "collate_tiles",
     "is_saved_dataset",
     "label_histogram",
     "load_tile_splits",
+    "load_training_splits",
+    "spatial_split",
     "training_view",
 ]
 
 _SAVED_DATASET_MARKERS = ("dataset_dict.json", "state.json")
-
-
-class UsageError(ValueError):
-    """A problem with what the user asked for (arguments, paths, configs): reported without a traceback."""
 
 
 def is_saved_dataset(path: str | Path) -> bool:
@@ -100,6 +107,40 @@ def load_tile_splits(
         if split is None:
             return datasets.DatasetDict({"train": tile_dataset(str(path), **options)})
         return split_tile_dataset(str(path), split, **options)
+
+
+def check_tile_arguments(args: TileArguments) -> None:
+    """Check the data options before anything is loaded; raises :class:`UsageError`."""
+    if not Path(args.train_data).exists():
+        raise UsageError(
+            f"--train_data {args.train_data} does not exist (give a saved dataset folder, a scene folder or a scene)"
+        )
+    if args.tile_size < 32 or (args.tile_stride is not None and not 1 <= args.tile_stride <= args.tile_size):
+        raise UsageError("--tile_size must be >= 32 and --tile_stride in [1, tile_size]")
+    if not 0.0 <= args.min_valid_fraction <= 1.0:
+        raise UsageError(f"--min_valid_fraction must be in [0, 1], got {args.min_valid_fraction}")
+
+
+def spatial_split(args: SpatialSplitArguments) -> SpatialSplit:
+    """The :class:`~sarlulc.data.tiles.SpatialSplit` of the split options; raises :class:`UsageError` for bad ones."""
+    with as_usage_error("spatial split (--split_fractions, --split_group_size): "):
+        return SpatialSplit.from_shares(args.split_fractions, args.split_group_size, args.split_seed)
+
+
+def load_training_splits(
+    args: TileArguments, scheme: ClassScheme, split: SpatialSplit | None, progress: bool
+) -> datasets.DatasetDict:
+    """The tile splits of ``args.train_data``: :func:`load_tile_splits` with the data options of ``args``."""
+    return load_tile_splits(
+        args.train_data,
+        scheme=scheme,
+        split=split,
+        tile_size=args.tile_size,
+        stride=args.tile_stride,
+        min_valid_fraction=args.min_valid_fraction,
+        cache_dir=args.cache_dir,
+        progress=progress,
+    )
 
 
 def training_view(dataset: datasets.Dataset, with_labels: bool) -> datasets.Dataset:
