@@ -13,8 +13,8 @@ Examples (from the repository root):
       --output_dir runs/pretrain --checkpointing_steps 200
   accelerate launch scripts/pretrain.py ... --resume_from_checkpoint latest
 
-The band statistics of the training tiles go into the model config (input_db_mean/std) and the saved
-preprocessor_config.json. OUTPUT_DIR then holds a checkpoint for `scripts/finetune.py --pretrained OUTPUT_DIR`.
+The band statistics of the training tiles go into the saved preprocessor_config.json (the input normalization's one
+home). OUTPUT_DIR then holds a checkpoint for `scripts/finetune.py --pretrained OUTPUT_DIR`.
 """
 
 import sys
