@@ -43,6 +43,7 @@ from transformers import (
 import sarlulc
 from sarlulc import LULC_9, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig, SarMixMAEForPreTraining
 from sarlulc.flops import pretraining_flops, segmentation_flops
+from sarlulc.models.image_processing_sar import SarImageProcessor
 from sarlulc.models.modeling_sar_mixmae import SarMixMAEModel, random_mixing_mask
 
 # Encoder dimensions of the compared models. The decoder widths are METHOD.md's (tiny: 128/2/4, base: 512/8/16).
@@ -216,6 +217,9 @@ def bench_pretrain(args) -> list[Result]:
     )
     torch.manual_seed(0)
     pixels = torch.randn(batch, 1, size, size, device=device)
+    # The clipped dB that the default processor standardizes into `pixels`: ours weights its loss with it.
+    processor = SarImageProcessor()
+    backscatter_db = (pixels * processor.image_std[0] + processor.image_mean[0]).clamp(*processor.clip_db)
     units = size // 32
 
     def simmim_mask():
@@ -224,7 +228,10 @@ def bench_pretrain(args) -> list[Result]:
         return keep.view(batch, units, units).repeat_interleave(factor, 1).repeat_interleave(factor, 2).flatten(1)
 
     models = {
-        "SAR-W-MixMAE (ours)": (SarMixMAEForPreTraining(ours_config), lambda: dict(pixel_values=pixels)),
+        "SAR-W-MixMAE (ours)": (
+            SarMixMAEForPreTraining(ours_config),
+            lambda: dict(pixel_values=pixels, backscatter_db=backscatter_db),
+        ),
         "SimMIM (transformers Swin)": (
             SwinForMaskedImageModeling(swin_config),
             lambda: dict(pixel_values=pixels, bool_masked_pos=simmim_mask()),

@@ -51,9 +51,11 @@ def test_encoder_block_traces_without_graph_breaks():
 
 def test_models_trace_without_graph_breaks():
     pixels = torch.randn(2, 1, 128, 128)
+    backscatter_db = pixels * 6.0 - 12.0
     pretraining = SarMixMAEForPreTraining(tiny_encoder_config())
-    assert graph_breaks(pretraining, pixels) == 0  # random mask drawn inside
-    assert graph_breaks(pretraining, pixels, mixing_mask=random_mixing_mask((4, 4), 0.5)) == 0
+    assert graph_breaks(pretraining, pixels, backscatter_db=backscatter_db) == 0  # random mask drawn inside
+    mask = random_mixing_mask((4, 4), 0.5)
+    assert graph_breaks(pretraining, pixels, backscatter_db=backscatter_db, mixing_mask=mask) == 0
     segmentation = tiny_segmentation()
     labels = torch.randint(0, 9, (2, 128, 128))
     assert graph_breaks(segmentation, pixels, labels=labels) == 0  # forward + loss
@@ -66,10 +68,11 @@ def test_compiled_models_match_eager():
     dynamo.reset()
     pixels = torch.randn(2, 1, 128, 128)
     mask = random_mixing_mask((4, 4), 0.5)
+    backscatter_db = pixels * 6.0 - 12.0
     pretraining = SarMixMAEForPreTraining(tiny_encoder_config())
     compiled = torch.compile(pretraining, fullgraph=True)
-    eager_out = pretraining(pixels, mixing_mask=mask)
-    compiled_out = compiled(pixels, mixing_mask=mask)
+    eager_out = pretraining(pixels, backscatter_db=backscatter_db, mixing_mask=mask)
+    compiled_out = compiled(pixels, backscatter_db=backscatter_db, mixing_mask=mask)
     assert torch.allclose(eager_out.loss, compiled_out.loss, rtol=1e-4, atol=1e-5)
     compiled_out.loss.backward()  # the compiled backward runs too
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in pretraining.parameters())

@@ -30,10 +30,11 @@ def test_pretraining_forward_and_training_step_flops_match_the_counter():
     torch.manual_seed(0)
     model = pretraining_model()
     pixels = torch.randn(4, 1, 128, 128)
+    backscatter_db = pixels * 6.0 - 12.0  # the dB the loss weight reads (element-wise: no counted FLOPs)
     expected = pretraining_flops(model.config, batch=4, height=128, width=128)
     with torch.no_grad():
-        forward = counted(lambda: model(pixels))
-    training = counted(lambda: model(pixels).loss.backward())
+        forward = counted(lambda: model(pixels, backscatter_db=backscatter_db))
+    training = counted(lambda: model(pixels, backscatter_db=backscatter_db).loss.backward())
     assert forward == pytest.approx(expected.forward, rel=0.02)
     assert training == pytest.approx(expected.training, rel=0.02)
     groups = expected.by_group()

@@ -1,7 +1,7 @@
 """SarImageProcessor: calibration, invalid pixels, clipping, standardization, padding, labels, post-processing, saving.
 
-Expected values are computed here by hand from METHOD.md section 1 (sigma0_dB = 10*log10(DN^2) + CF, clip, (x - mean)
-/ std), independently of the processor's code.
+Expected values are computed here by hand from the ALOS-2 calibration and the processor's documented steps
+(sigma0_dB = 10*log10(DN^2) + CF, clip, (x - mean) / std), independently of the processor's code.
 """
 
 import json
@@ -12,10 +12,17 @@ import torch
 from transformers import AutoImageProcessor
 
 from helpers_rasters import write_raster
-from sarlulc.data.alos2 import open_scene
-from sarlulc.data.tiles import BandStatistics
+from sarlulc.data.alos2 import SarLulcDataError, open_scene
+from sarlulc.data.tiles import DEFAULT_CLIP_RANGE_DB, BandStatistics
 from sarlulc.models.configuration_sar_lulc import SarLulcConfig
-from sarlulc.models.image_processing_sar import SarImageProcessor, calibrate_to_db
+from sarlulc.models.image_processing_sar import (
+    DEFAULT_CLIP_DB,
+    SarImageProcessor,
+    calibrate_to_db,
+    calibration_factor_from_tags,
+    input_kind_from_metadata,
+    merge_raster_tags,
+)
 
 
 def expected_from_dn(dn, cf=-83.0, clip=(-35.0, 5.0), mean=-12.0, std=6.0):
@@ -100,6 +107,71 @@ def test_hh_hv_two_channels():
         processor(dn[:1])
     with pytest.raises(ValueError, match="image_mean has 2 values but num_channels is 1"):
         SarImageProcessor(image_mean=[-11.0, -19.0], num_channels=1)
+
+
+def test_backscatter_db_is_the_clipped_db_that_pixel_values_standardize():
+    # DN 1000 -> -23 dB; DN 10 -> -63 dB (clipped to -35); DN 0 -> nodata; 40000 -> +9 dB (clipped to +5).
+    dn = np.array([[1000, 10, 0, 40000]], dtype=np.uint16)
+    processor = SarImageProcessor(input_kind="dn", image_mean=[-15.0], image_std=[4.0], pad_to_multiple_of=8)
+    out = processor(dn, return_tensors="pt", return_backscatter_db=True)
+    assert out["backscatter_db"].shape == out["pixel_values"].shape == (1, 1, 8, 8)
+    assert out["backscatter_db"].dtype == torch.float32
+    np.testing.assert_allclose(out["backscatter_db"][0, 0, 0, :4].numpy(), [-23.0, -35.0, 0.0, 5.0], atol=1e-4)
+    assert (out["backscatter_db"][0, 0, 1:] == 0).all() and (out["backscatter_db"][0, 0, :, 4:] == 0).all()  # padding
+    valid = out["pixel_mask"].bool()[:, None]
+    standardized = (out["backscatter_db"] - (-15.0)) / 4.0
+    torch.testing.assert_close(out["pixel_values"][valid], standardized[valid])
+    assert "backscatter_db" not in processor(dn)  # only on request
+
+
+def test_the_clip_range_has_one_home():
+    assert DEFAULT_CLIP_RANGE_DB is DEFAULT_CLIP_DB
+    assert SarImageProcessor().clip_db == list(DEFAULT_CLIP_DB)
+
+
+def test_input_kind_from_metadata_rules():
+    assert input_kind_from_metadata({"sarlulc_input_kind": "Amplitude", "UNITS": "dB"}) == "dn"  # our tag first
+    assert input_kind_from_metadata({"UNITS": "m", "SIGMA0_UNIT": "power"}) == "linear"  # SIGMA0_UNIT before UNITS
+    assert input_kind_from_metadata({"UNITS": "m"}, units="dB") == "db"  # unrecognised values do not decide
+    assert input_kind_from_metadata({"UNITS": "m"}, units="metre") is None
+    assert input_kind_from_metadata({}) is None
+    with pytest.raises(ValueError, match=r"tag SARLULC_INPUT_KIND='gamma0' is not one of"):
+        input_kind_from_metadata({"SARLULC_INPUT_KIND": "gamma0", "UNITS": "dB"})
+
+
+def test_calibration_factor_from_tags_rules():
+    assert calibration_factor_from_tags({"calibration_factor": "-80.5"}) == -80.5
+    assert calibration_factor_from_tags({"CALIBRATION_FACTOR": "-80", "SARLULC_CALIBRATION_FACTOR": "-82"}) == -82.0
+    assert calibration_factor_from_tags({"UNITS": "dB"}) is None
+    for bad in ("minus 83", "nan", "inf"):
+        with pytest.raises(ValueError, match=rf"tag CALIBRATION_FACTOR='{bad}' is not a number"):
+            calibration_factor_from_tags({"CALIBRATION_FACTOR": bad})
+
+
+def test_merged_tags_let_the_dataset_level_win():
+    merged = merge_raster_tags({"units": "dB", "A": "1"}, {"UNITS": "amplitude", "b": "2"})
+    assert merged == {"UNITS": "dB", "A": "1", "B": "2"}
+
+
+@pytest.mark.parametrize(
+    ("tags", "argument", "factor", "source"),
+    [
+        ({"SARLULC_CALIBRATION_FACTOR": "-80.5"}, None, -80.5, "tag"),
+        ({"SARLULC_CALIBRATION_FACTOR": "-80.5"}, -81.0, -81.0, "argument"),
+        (None, None, -83.0, "default"),
+    ],
+)
+def test_scene_calibration_factor_source(tmp_path, tags, argument, factor, source):
+    path = write_raster(tmp_path / "scene.tif", np.full((8, 8), 1000, np.uint16), nodata=0, tags=tags)
+    with open_scene(path, calibration_factor=argument) as scene:
+        assert (scene.calibration_factor, scene.calibration_factor_source) == (factor, source)
+        np.testing.assert_allclose(scene.read_db()[0], 60.0 + factor, atol=1e-4)
+
+
+def test_scene_with_a_bad_calibration_tag_names_the_file_and_the_tag(tmp_path):
+    path = write_raster(tmp_path / "scene.tif", np.full((8, 8), 1000, np.uint16), tags={"CALIBRATION_FACTOR": "x"})
+    with pytest.raises(SarLulcDataError, match=r"scene\.tif: tag CALIBRATION_FACTOR='x' is not a number"):
+        open_scene(path)
 
 
 def test_padding_to_multiple_of_32_and_labels():

@@ -150,8 +150,11 @@ def test_raster_metadata(checkpoint, segmenter, tmp_path):
     assert (expected != reference_class_map(checkpoint["model"], dn)).any()
     np.testing.assert_array_equal(segmenter(str(tagged), return_class_map=True), expected)
     bad = write_raster(tmp_path / "bad.tif", dn, tags={"SARLULC_INPUT_KIND": "gamma0"})
-    with pytest.raises(ValueError, match="unknown input kind 'gamma0'"):
+    with pytest.raises(ValueError, match=r"bad\.tif: tag SARLULC_INPUT_KIND='gamma0' is not one of"):
         segmenter(str(bad))
+    bad_factor = write_raster(tmp_path / "bad_cf.tif", dn, tags={"SARLULC_CALIBRATION_FACTOR": "minus 83"})
+    with pytest.raises(ValueError, match=r"bad_cf\.tif: tag SARLULC_CALIBRATION_FACTOR='minus 83' is not a number"):
+        segmenter(str(bad_factor))
 
 
 def test_array_and_dict_inputs(checkpoint, segmenter):

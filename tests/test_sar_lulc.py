@@ -120,7 +120,7 @@ def test_logits_have_the_input_resolution(height, width, inj, ref):
 
 def test_sizes_not_a_multiple_of_32_are_a_clear_error():
     model = SarLulcForSemanticSegmentation(small_config())
-    with pytest.raises(ValueError, match="multiples of 32"):
+    with pytest.raises(ValueError, match=r"input is 70x64 pixels.*multiples of the encoder stride 32.*pad it to 96x64"):
         model(torch.randn(1, 1, 70, 64))
 
 
@@ -146,7 +146,7 @@ def reference_weights(frequencies, alpha):
 
 
 def reference_loss(logits, labels, weights, gamma, dice_weight, ignore=255):
-    """Focal + dice of METHOD.md section 3 (iii) with explicit loops over pixels and classes."""
+    """Focal + dice with class weights w_c ** alpha (refinement (iii)), with explicit loops over pixels and classes."""
     logits = logits.detach().double().numpy()
     labels = labels.numpy()
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))

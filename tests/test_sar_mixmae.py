@@ -41,8 +41,6 @@ def small_config(**overrides) -> SarMixMAEConfig:
         decoder_embed_dim=32,
         decoder_depth=1,
         decoder_num_heads=2,
-        input_db_mean=(-12.0,),
-        input_db_std=(6.0,),
     )
     kwargs.update(overrides)
     return SarMixMAEConfig(**kwargs)
@@ -50,6 +48,12 @@ def small_config(**overrides) -> SarMixMAEConfig:
 
 def fixed_mask(units=(4, 4), seed=0) -> torch.Tensor:
     return random_mixing_mask(units, 0.5, generator=torch.Generator().manual_seed(seed))
+
+
+def as_db(pixels: torch.Tensor) -> torch.Tensor:
+    """The clipped dB that the default processor (mean -12 dB, std 6 dB, clip [-35, 5] dB) standardizes into
+    `pixels`: the `backscatter_db` input that goes with them."""
+    return (pixels * 6.0 - 12.0).clamp(-35.0, 5.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -68,8 +72,7 @@ def fixed_mask(units=(4, 4), seed=0) -> torch.Tensor:
         (dict(num_channels=3), "num_channels"),
         (dict(loss_weighting="speckle"), "loss_weighting"),
         (dict(backscatter_tau=0.0), "backscatter_tau"),
-        (dict(input_db_std=(0.0,)), "input_db_std"),
-        (dict(num_channels=2), "input_db_mean"),
+        (dict(backscatter_power_source="speckle"), "backscatter_power_source"),
         (dict(decoder_num_heads=3), "decoder_num_heads"),
         (dict(range_mask_ratio=0.6), "range_mask_ratio"),
         (dict(depths=(1, 1, 1)), "num_heads"),
@@ -87,13 +90,43 @@ def test_hub_configs_load_with_autoconfig():
     assert (base.embed_dim, base.depths, base.num_heads) == (128, [2, 2, 18, 2], [4, 8, 16, 32])
     assert (base.decoder_embed_dim, base.decoder_depth, base.decoder_num_heads) == (512, 8, 16)
     assert tiny.embed_dim <= 48 and tiny.depths == [1, 1, 2, 1]
+    # they predate the move of the normalization to the image processor: the old fields are dropped on load
+    assert not any(hasattr(c, "input_db_mean") or "input_clip_db" in c.to_dict() for c in (tiny, base))
+
+
+def test_check_input_size_names_the_input_and_the_fix():
+    config = small_config()
+    config.check_input_size(128, 96)  # multiples of 32: nothing to say
+    with pytest.raises(
+        ValueError, match=r"^the tile is 100x70 pixels; .* stride 32 .*pad it to 128x96 or crop it to 96x64"
+    ):
+        config.check_input_size(100, 70, "the tile")
+    with pytest.raises(ValueError, match=r"input is 16x64 pixels; .*pad it to 32x64 \(SarImageProcessor"):
+        config.check_input_size(16, 64)  # too small to crop
+    with pytest.raises(ValueError, match="stride 64"):
+        small_config(patch_size=8, image_size=128, window_size=(8, 8, 4, 2)).check_input_size(96, 128)
 
 
 def test_config_round_trips_through_json(tmp_path):
-    config = small_config(loss_weighting="none", backscatter_tau=0.5)
+    config = small_config(loss_weighting="none", backscatter_tau=0.5, backscatter_power_source="pixel_values")
     config.save_pretrained(tmp_path)
     loaded = SarMixMAEConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == config.to_dict()
+
+
+def test_old_configs_with_the_normalization_still_load_and_drop_it(tmp_path):
+    # configs saved before the normalization moved to the image processor carry these three fields
+    config = small_config()
+    config.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    values = json.loads(path.read_text())
+    values.update(input_db_mean=[-14.0], input_db_std=[5.0], input_clip_db=[-30.0, 0.0])
+    path.write_text(json.dumps(values))
+    loaded = SarMixMAEConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == config.to_dict()
+    for name in ("input_db_mean", "input_db_std", "input_clip_db"):
+        assert not hasattr(loaded, name) and name not in loaded.to_dict()
+    assert "input_db_mean" in values  # negative control: the file did carry them
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -207,7 +240,8 @@ def test_window_attention_matches_per_window_reference(size, use_groups):
     padded = torch.nn.functional.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     mask = stage.window_mask(groups, (height, width), (pad_h, pad_w), window, x.device)
     with torch.no_grad():
-        out = attention(window_partition(padded, window), window, mask)
+        out, weights = attention(window_partition(padded, window), window, mask)
+        assert weights is None  # not asked for
         out = window_reverse(out, window, height + pad_h, width + pad_w)[:, :height, :width]
         expected = reference_window_attention(attention, x, window, groups)
     assert torch.allclose(out, expected, atol=1e-5)
@@ -247,10 +281,10 @@ def _leak_gradient(use_group_mask: bool) -> torch.Tensor:
         attention_group_mask=mask if use_group_mask else None,
         output_hidden_states=True,
     )
-    # Mixed image 0 holds image A where M = 0. Sum every stage's A-tokens and the final tokens of A.
+    # Mixed image 0 holds image A where M = 0. Sum the embedding's and every stage's A-tokens and the final tokens of A.
     total = outputs.last_hidden_state[0][~mask.reshape(-1)].sum()
-    for level, hidden in enumerate(outputs.reshaped_hidden_states):
-        factor = 8 // 2**level
+    for hidden in outputs.reshaped_hidden_states:
+        factor = hidden.shape[-1] // 4  # tokens per mixing unit side: 4 units a side
         token_mask = mask[0].repeat_interleave(factor, 0).repeat_interleave(factor, 1)
         total = total + hidden[0][:, ~token_mask].sum()
     total.backward()
@@ -272,16 +306,17 @@ def test_leakage_test_detects_a_disabled_group_mask():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def reference_loss(pixels, logits, config, pixel_mask=None):
-    """METHOD.md section 2 in plain numpy: per-unit targets (per-patch normalized), backscatter weights, weighted MSE."""
+def reference_loss(pixels, logits, config, pixel_mask=None, backscatter_db=None):
+    """The SAR-W-MixMAE loss in plain numpy: per-unit targets (per-patch normalized), backscatter weights from the
+    dB values (`backscatter_db`, or the model input itself for backscatter_power_source="pixel_values"), weighted
+    MSE."""
     x = pixels.double().numpy()
     pred = logits.detach().double().numpy()
     batch, channels, height, width = x.shape
     p = config.encoder_stride
     valid = np.ones((batch, height, width), bool) if pixel_mask is None else pixel_mask.numpy().astype(bool)
-    mean = np.array(config.input_db_mean).reshape(1, channels, 1, 1)
-    std = np.array(config.input_db_std).reshape(1, channels, 1, 1)
-    power = (10.0 ** ((x * std + mean) / 10.0)).mean(axis=1)  # (B, H, W) linear power, mean over bands
+    db = x if config.backscatter_power_source == "pixel_values" else backscatter_db.double().numpy()
+    power = (10.0 ** (db / 10.0)).mean(axis=1)  # (B, H, W) linear power, mean over bands
     weights = np.zeros_like(power)
     for b in range(batch):
         if config.loss_weighting == "none":
@@ -304,37 +339,93 @@ def reference_loss(pixels, logits, config, pixel_mask=None):
     return numerator / denominator, weights
 
 
-@pytest.mark.parametrize("weighting", ["backscatter", "none"])
+@pytest.mark.parametrize(
+    ("weighting", "source"), [("backscatter", "backscatter_db"), ("backscatter", "pixel_values"), ("none", None)]
+)
 @pytest.mark.parametrize("with_nodata", [False, True])
-def test_loss_equals_an_independent_computation(weighting, with_nodata):
+def test_loss_equals_an_independent_computation(weighting, source, with_nodata):
     torch.manual_seed(1)
-    config = small_config(loss_weighting=weighting, backscatter_tau=0.7)
+    config = small_config(
+        loss_weighting=weighting, backscatter_tau=0.7, backscatter_power_source=source or "backscatter_db"
+    )
     model = SarMixMAEForPreTraining(config).eval()
     pixels = torch.randn(3, 1, 128, 128)
+    backscatter_db = as_db(pixels)
     pixel_mask = None
     if with_nodata:
         pixel_mask = torch.ones(3, 128, 128, dtype=torch.bool)
         pixel_mask[:, :20, :] = False
         pixels = pixels.masked_fill(~pixel_mask[:, None], 0.0)
-    out = model(pixels, pixel_mask=pixel_mask, mixing_mask=fixed_mask())
-    expected, weights = reference_loss(pixels, out.logits, config, pixel_mask)
+        backscatter_db = backscatter_db.masked_fill(~pixel_mask[:, None], 0.0)
+    # backscatter_db is only needed (and only given) when the weight reads it
+    extra = {"backscatter_db": backscatter_db} if source == "backscatter_db" else {}
+    out = model(pixels, pixel_mask=pixel_mask, mixing_mask=fixed_mask(), **extra)
+    expected, weights = reference_loss(pixels, out.logits, config, pixel_mask, backscatter_db)
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert np.allclose(out.loss_weights[:, 0].numpy(), weights, atol=1e-6)
+
+
+def test_the_weight_follows_backscatter_db_not_the_normalization():
+    # The same pixel_values standardized with other statistics are other physical dB values: the physical weight
+    # changes with backscatter_db; the authors' model-input weight (pixel_values) cannot see the difference.
+    torch.manual_seed(1)
+    pixels, mask = torch.randn(2, 1, 128, 128), fixed_mask()
+    physical = SarMixMAEForPreTraining(small_config()).eval()
+    db_a, db_b = as_db(pixels), (pixels * 2.0 - 20.0).clamp(-35.0, 5.0)
+    weights_a = physical(pixels, backscatter_db=db_a, mixing_mask=mask).loss_weights
+    weights_b = physical(pixels, backscatter_db=db_b, mixing_mask=mask).loss_weights
+    assert not torch.allclose(weights_a, weights_b, atol=1e-3)
+    authors = SarMixMAEForPreTraining(small_config(backscatter_power_source="pixel_values")).eval()
+    assert torch.equal(
+        authors(pixels, backscatter_db=db_a, mixing_mask=mask).loss_weights,
+        authors(pixels, backscatter_db=db_b, mixing_mask=mask).loss_weights,
+    )
+
+
+def test_missing_backscatter_db_is_a_clear_error_unless_the_weight_does_not_need_it():
+    pixels = torch.randn(2, 1, 128, 128)
+    model = SarMixMAEForPreTraining(small_config()).eval()
+    with pytest.raises(ValueError, match=r"needs `backscatter_db`.*return_backscatter_db=True"):
+        model(pixels, mixing_mask=fixed_mask())
+    with pytest.raises(ValueError, match="shape of pixel_values"):
+        model(pixels, backscatter_db=as_db(pixels)[:, :, :64], mixing_mask=fixed_mask())
+    for overrides in (dict(loss_weighting="none"), dict(backscatter_power_source="pixel_values")):
+        loss = SarMixMAEForPreTraining(small_config(**overrides)).eval()(pixels, mixing_mask=fixed_mask()).loss
+        assert torch.isfinite(loss)
+
+
+def test_processor_outputs_feed_the_pretraining_model():
+    from sarlulc.models.image_processing_sar import SarImageProcessor
+
+    rng = np.random.default_rng(0)
+    dn = rng.integers(200, 20000, size=(2, 1, 128, 128)).astype(np.uint16)
+    dn[0, 0, :5, :7] = 0  # nodata
+    processor = SarImageProcessor(input_kind="dn", image_mean=[-14.0], image_std=[4.0])
+    inputs = processor(dn, return_tensors="pt", return_backscatter_db=True)
+    model = SarMixMAEForPreTraining(small_config()).eval()
+    torch.manual_seed(0)
+    out = model(**inputs, mixing_mask=fixed_mask())
+    expected, weights = reference_loss(
+        inputs["pixel_values"], out.logits, model.config, inputs["pixel_mask"].bool(), inputs["backscatter_db"]
+    )
+    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+    assert np.allclose(out.loss_weights[:, 0].numpy(), weights, atol=1e-6)
+    assert (out.loss_weights[0, 0, :5, :7] == 0).all()
 
 
 def test_plain_mean_reduction_matches_reference():
     config = small_config(loss_reduction="mean")
     model = SarMixMAEForPreTraining(config).eval()
     pixels = torch.randn(2, 1, 128, 128)
-    out = model(pixels, mixing_mask=fixed_mask())
-    expected, _ = reference_loss(pixels, out.logits, config)
+    out = model(pixels, backscatter_db=as_db(pixels), mixing_mask=fixed_mask())
+    expected, _ = reference_loss(pixels, out.logits, config, backscatter_db=as_db(pixels))
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_backscatter_weights_are_largest_where_backscatter_is_lowest():
     model = SarMixMAEForPreTraining(small_config(backscatter_tau=1.0)).eval()
     pixels = torch.randn(2, 1, 128, 128)
-    weights = model(pixels, mixing_mask=fixed_mask()).loss_weights[:, 0]
+    weights = model(pixels, backscatter_db=as_db(pixels), mixing_mask=fixed_mask()).loss_weights[:, 0]
     for b in range(2):
         order = pixels[b, 0].flatten().argsort()
         w_sorted = weights[b].flatten()[order]
@@ -350,7 +441,7 @@ def test_predictions_come_from_the_branch_where_each_unit_was_hidden():
     model.decoder_blocks[-1].register_forward_hook(lambda m, i, o: captured.__setitem__("decoded", o))
     mask = fixed_mask()
     with torch.no_grad():
-        logits = model(pixels, mixing_mask=mask).logits
+        logits = model(pixels, backscatter_db=as_db(pixels), mixing_mask=mask).logits
         decoded = captured["decoded"]
         batch, flat = 3, mask.reshape(-1)
         for i in range(batch):
@@ -360,7 +451,7 @@ def test_predictions_come_from_the_branch_where_each_unit_was_hidden():
 
 
 def test_patchify_and_unpatchify_are_inverse():
-    model = SarMixMAEForPreTraining(small_config(num_channels=2, input_db_mean=(-12, -18), input_db_std=(6, 6)))
+    model = SarMixMAEForPreTraining(small_config(num_channels=2))
     images = torch.randn(2, 2, 128, 96)
     assert torch.equal(model.unpatchify(model.patchify(images), 128, 96), images)
 
@@ -377,13 +468,14 @@ def test_eager_and_sdpa_attention_agree():
     sdpa.load_state_dict(eager.state_dict())
     assert eager.config._attn_implementation == "eager" and sdpa.config._attn_implementation == "sdpa"
     pixels, mask = torch.randn(3, 1, 128, 128), fixed_mask()
+    inputs = dict(pixel_values=pixels, backscatter_db=as_db(pixels), mixing_mask=mask)
     with torch.no_grad():  # no bias gradient: SDPA runs its fused CPU kernel
-        a, b = eager.eval()(pixels, mixing_mask=mask), sdpa.eval()(pixels, mixing_mask=mask)
+        a, b = eager.eval()(**inputs), sdpa.eval()(**inputs)
     assert torch.allclose(a.logits, b.logits, atol=1e-5)
     assert torch.allclose(a.loss, b.loss, atol=1e-5)
     # training: gradients agree too (the decoder's attention runs SDPA's fused kernel, the encoder's its fallback)
-    eager.train()(pixels, mixing_mask=mask).loss.backward()
-    sdpa.train()(pixels, mixing_mask=mask).loss.backward()
+    eager.train()(**inputs).loss.backward()
+    sdpa.train()(**inputs).loss.backward()
     for (name, p_e), (_, p_s) in zip(eager.named_parameters(), sdpa.named_parameters()):
         assert torch.allclose(p_e.grad, p_s.grad, atol=1e-5, rtol=1e-4), name
 
@@ -409,25 +501,25 @@ def test_inference_mlp_in_token_slices_equals_one_call(monkeypatch):
 def test_tuple_and_dict_outputs_agree():
     model = SarMixMAEForPreTraining(small_config()).eval()
     pixels, mask = torch.randn(2, 1, 128, 128), fixed_mask()
-    as_dict = model(pixels, mixing_mask=mask)
-    as_tuple = model(pixels, mixing_mask=mask, return_dict=False)
+    as_dict = model(pixels, backscatter_db=as_db(pixels), mixing_mask=mask)
+    as_tuple = model(pixels, backscatter_db=as_db(pixels), mixing_mask=mask, return_dict=False)
     assert isinstance(as_tuple, tuple)
     assert torch.equal(as_tuple[0], as_dict.loss) and torch.equal(as_tuple[1], as_dict.logits)
     encoder = SarMixMAEModel(small_config()).eval()
     d = encoder(pixels, output_hidden_states=True)
     t = encoder(pixels, output_hidden_states=True, return_dict=False)
-    assert torch.equal(t[0], d.last_hidden_state) and len(t) == 4
+    assert torch.equal(t[0], d.last_hidden_state) and len(t) == 3  # last, hidden states, reshaped hidden states
 
 
-def test_output_hidden_states_has_one_entry_per_stage():
+def test_output_hidden_states_are_the_embedding_then_one_entry_per_stage():
     config = small_config()
     outputs = SarMixMAEModel(config)(torch.randn(2, 1, 128, 128), output_hidden_states=True)
-    assert len(outputs.hidden_states) == len(outputs.reshaped_hidden_states) == config.num_layers
-    for stage, (flat, grid) in enumerate(zip(outputs.hidden_states, outputs.reshaped_hidden_states)):
-        side, channels = 32 // 2**stage, config.embed_dim * 2**stage
+    assert len(outputs.hidden_states) == len(outputs.reshaped_hidden_states) == len(config.stage_names) == 5
+    sides = [32, 32, 16, 8, 4]
+    widths = [config.embed_dim] + [config.embed_dim * 2**stage for stage in range(4)]
+    for flat, grid, side, channels in zip(outputs.hidden_states, outputs.reshaped_hidden_states, sides, widths):
         assert grid.shape == (2, channels, side, side) and flat.shape == (2, side * side, channels)
         assert torch.equal(grid.flatten(2).transpose(1, 2), flat)
-    assert outputs.stem_hidden_state.shape == (2, config.embed_dim, 32, 32)
     assert SarMixMAEModel(config)(torch.randn(1, 1, 128, 128)).hidden_states is None
 
 
@@ -447,7 +539,9 @@ def test_backbone_gives_normalized_feature_maps_and_the_stem():
 
 
 def test_input_not_a_multiple_of_the_stride_is_a_clear_error():
-    with pytest.raises(ValueError, match="multiples of the encoder stride 32"):
+    with pytest.raises(
+        ValueError, match=r"input is 100x128 pixels.*multiples of the encoder stride 32.*pad it to 128x128"
+    ):
         SarMixMAEModel(small_config())(torch.randn(1, 1, 100, 128))
     with pytest.raises(ValueError, match="pixel_values must be"):
         SarMixMAEModel(small_config())(torch.randn(1, 3, 128, 128))
@@ -455,7 +549,8 @@ def test_input_not_a_multiple_of_the_stride_is_a_clear_error():
 
 def test_odd_batch_trains():
     model = SarMixMAEForPreTraining(small_config())
-    out = model(torch.randn(3, 1, 128, 128))
+    pixels = torch.randn(3, 1, 128, 128)
+    out = model(pixels, backscatter_db=as_db(pixels))
     out.loss.backward()
     assert torch.isfinite(out.loss) and out.logits.shape == (3, 16, 32 * 32)
     assert out.mask.shape == (1, 16) and int(out.mask.sum()) == 8
@@ -468,7 +563,7 @@ def test_training_reduces_the_loss_on_a_fixed_batch():
     pixels, mask = torch.randn(4, 1, 128, 128), fixed_mask()
     losses = []
     for _ in range(20):
-        loss = model(pixels, mixing_mask=mask).loss
+        loss = model(pixels, backscatter_db=as_db(pixels), mixing_mask=mask).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -482,8 +577,8 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     checkpointed = copy.deepcopy(plain)
     checkpointed.activation_checkpointing_enable()
     pixels, mask = torch.randn(2, 1, 128, 128), fixed_mask()
-    plain(pixels, mixing_mask=mask).loss.backward()
-    checkpointed(pixels, mixing_mask=mask).loss.backward()
+    plain(pixels, backscatter_db=as_db(pixels), mixing_mask=mask).loss.backward()
+    checkpointed(pixels, backscatter_db=as_db(pixels), mixing_mask=mask).loss.backward()
     for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
         assert torch.allclose(a.grad, b.grad, atol=1e-6), name
 
@@ -502,10 +597,11 @@ def test_save_and_auto_load_reproduce_outputs_exactly(tmp_path):
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoBackbone"}
     pixels, mask = torch.randn(2, 1, 128, 128), fixed_mask()
     with torch.no_grad():
-        reference = model(pixels, mixing_mask=mask)
+        reference = model(pixels, backscatter_db=as_db(pixels), mixing_mask=mask)
         loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
         assert type(loaded) is SarMixMAEForPreTraining
-        assert torch.equal(loaded(pixels, mixing_mask=mask).logits, reference.logits)
+        again = loaded(pixels, backscatter_db=as_db(pixels), mixing_mask=mask)
+        assert torch.equal(again.logits, reference.logits) and torch.equal(again.loss, reference.loss)
         encoder = AutoModel.from_pretrained(tmp_path).eval()
         assert type(encoder) is SarMixMAEModel
         assert torch.equal(encoder(pixels).last_hidden_state, model.sar_mixmae(pixels).last_hidden_state)
@@ -523,8 +619,9 @@ def test_remote_code_loading_without_the_package(tmp_path):
         torch.save(
             {
                 "pixels": pixels,
+                "backscatter_db": as_db(pixels),
                 "mask": mask,
-                "logits": model(pixels, mixing_mask=mask).logits,
+                "logits": model(pixels, backscatter_db=as_db(pixels), mixing_mask=mask).logits,
                 "encoded": model.sar_mixmae(pixels).last_hidden_state,
             },
             tmp_path / "reference.pt",
@@ -545,7 +642,8 @@ def test_remote_code_loading_without_the_package(tmp_path):
         with torch.no_grad():
             model = AutoModelForPreTraining.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-            assert torch.equal(model(ref["pixels"], mixing_mask=ref["mask"]).logits, ref["logits"])
+            outputs = model(ref["pixels"], backscatter_db=ref["backscatter_db"], mixing_mask=ref["mask"])
+            assert torch.equal(outputs.logits, ref["logits"])
             encoder = AutoModel.from_pretrained({str(tmp_path / "ckpt")!r}, trust_remote_code=True).eval()
             assert torch.equal(encoder(ref["pixels"]).last_hidden_state, ref["encoded"])
         print("remote code OK")

@@ -58,10 +58,14 @@ from rasterio.windows import Window
 # The calibration lives with the image processor (remote code that every checkpoint carries), so that training data and
 # inference preprocessing can never drift apart.
 from ..models.image_processing_sar import (
+    CALIBRATION_FACTOR_TAG,
     DEFAULT_CALIBRATION_FACTOR,
+    INPUT_KIND_TAG,
     INPUT_KINDS,
     calibrate_to_db,
-    input_kind_or_none,
+    calibration_factor_from_tags,
+    input_kind_from_metadata,
+    merge_raster_tags,
     normalize_input_kind,
     valid_value_mask,
 )
@@ -85,17 +89,12 @@ __all__ = [
     "resolve_input_kind",
 ]
 
-INPUT_KIND_TAG = "SARLULC_INPUT_KIND"
-"""GeoTIFF metadata tag that declares a scene's input kind."""
-
-CALIBRATION_FACTOR_TAG = "SARLULC_CALIBRATION_FACTOR"
-"""GeoTIFF metadata tag that declares a DN scene's calibration factor in dB."""
+# INPUT_KIND_TAG and CALIBRATION_FACTOR_TAG (the GeoTIFF tags that declare a scene's input kind and a DN scene's
+# calibration factor) are re-exported from the image processor, which defines them together with their parsing.
 
 POLARIZATIONS = ("HH", "HV")
 """Meaning of band 1 and band 2 of a scene."""
 
-_KIND_TAG_KEYS = (INPUT_KIND_TAG, "INPUT_KIND", "SAR_INPUT_KIND", "SIGMA0_UNIT", "UNITS", "UNIT")
-_CALIBRATION_TAG_KEYS = (CALIBRATION_FACTOR_TAG, "CALIBRATION_FACTOR")
 # Integer DN products are uint16; the wider/signed integer types appear after reprocessing. 8-bit rasters are images or
 # label maps, and complex rasters are SLC products that need multilooking first, so both are rejected.
 _SUPPORTED_DTYPES = ("uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -212,23 +211,15 @@ def _check_georeferencing(dataset: rasterio.io.DatasetReader, path: str, role: s
 
 
 def _dataset_tags(dataset: rasterio.io.DatasetReader, band: int) -> dict[str, str]:
-    tags = {k.upper(): v for k, v in dataset.tags().items()}
-    tags.update({k.upper(): v for k, v in dataset.tags(band).items() if k.upper() not in tags})
-    return tags
+    return merge_raster_tags(dataset.tags(), dataset.tags(band))
 
 
 def _kind_from_metadata(dataset: rasterio.io.DatasetReader, band: int) -> str | None:
-    tags = _dataset_tags(dataset, band)
-    if INPUT_KIND_TAG in tags and input_kind_or_none(tags[INPUT_KIND_TAG]) is None:
-        raise SarLulcDataError(
-            f"scene {dataset.name}: tag {INPUT_KIND_TAG}={tags[INPUT_KIND_TAG]!r} is not one of {INPUT_KINDS}"
-        )
-    candidates = [tags[key] for key in _KIND_TAG_KEYS if key in tags]
     units = dataset.units[band - 1] if dataset.units else None
-    if units:
-        candidates.append(units)
-    # Generic keys such as UNITS may hold anything ("m", "1"); only recognised values decide.
-    return next((kind for kind in map(input_kind_or_none, candidates) if kind is not None), None)
+    try:
+        return input_kind_from_metadata(_dataset_tags(dataset, band), units)
+    except ValueError as err:
+        raise SarLulcDataError(f"scene {dataset.name}: {err}") from err
 
 
 def _decimated_shape(height: int, width: int) -> tuple[int, int]:
@@ -290,6 +281,8 @@ class Alos2Scene:
         bands: 1-based band indexes read, in order (HH first, then HV if present).
         input_kind: ``"dn"``, ``"linear"`` or ``"db"``.
         calibration_factor: CF in dB used for ``"dn"`` scenes.
+        calibration_factor_source: where ``calibration_factor`` came from: ``"argument"``, ``"tag"`` or
+            ``"default"``.
     """
 
     def __init__(
@@ -308,7 +301,9 @@ class Alos2Scene:
             _check_georeferencing(self._dataset, self.path, "scene")
             with _data_errors(self.path, "reading the scene metadata"):
                 self.input_kind = resolve_input_kind(self._dataset, self.bands[0], input_kind)
-            self.calibration_factor = self._resolve_calibration_factor(calibration_factor)
+            self.calibration_factor, self._calibration_factor_source = self._resolve_calibration_factor(
+                calibration_factor
+            )
             self._nodata = [self._dataset.nodatavals[b - 1] for b in self.bands]
             self._uses_mask_band = [self._has_mask_band(b) for b in self.bands]
             if check:
@@ -345,19 +340,17 @@ class Alos2Scene:
                     f"{hint}"
                 )
 
-    def _resolve_calibration_factor(self, calibration_factor: float | None) -> float:
+    def _resolve_calibration_factor(self, calibration_factor: float | None) -> tuple[float, str]:
+        """The factor and where it came from: the argument, else the scene's tag, else the default."""
         if calibration_factor is not None:
-            return float(calibration_factor)
-        tags = _dataset_tags(self._dataset, self.bands[0])
-        for key in _CALIBRATION_TAG_KEYS:
-            if key in tags:
-                try:
-                    return float(tags[key])
-                except ValueError as err:
-                    raise SarLulcDataError(
-                        f"scene {self.path}: tag {key}={tags[key]!r} is not a number (calibration factor in dB)"
-                    ) from err
-        return DEFAULT_CALIBRATION_FACTOR
+            return float(calibration_factor), "argument"
+        try:
+            tagged = calibration_factor_from_tags(_dataset_tags(self._dataset, self.bands[0]))
+        except ValueError as err:
+            raise SarLulcDataError(f"scene {self.path}: {err}") from err
+        if tagged is not None:
+            return tagged, "tag"
+        return DEFAULT_CALIBRATION_FACTOR, "default"
 
     def _has_mask_band(self, band: int) -> bool:
         # A nodata-derived mask is handled by value; only a real mask band (internal/.msk, alpha) needs reading.
@@ -395,6 +388,14 @@ class Alos2Scene:
         )
 
     # -- metadata ------------------------------------------------------------------------------------------------
+    @property
+    def calibration_factor_source(self) -> str:
+        """Where :attr:`calibration_factor` came from: ``"argument"`` (given to :func:`open_scene`), ``"tag"`` (the
+        scene's ``SARLULC_CALIBRATION_FACTOR``/``CALIBRATION_FACTOR`` tag) or ``"default"`` (-83.0 dB), so that a
+        caller with a fallback of its own (a checkpoint's processor) can rank them: argument > scene tag > processor.
+        """
+        return self._calibration_factor_source
+
     @property
     def crs(self) -> CRS:
         return self._dataset.crs

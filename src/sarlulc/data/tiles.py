@@ -47,6 +47,7 @@ import numpy as np
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from ..models.image_processing_sar import DEFAULT_CLIP_DB
 from .alos2 import Alos2Scene, LabelRaster, SarLulcDataError, open_labels, open_scene
 from .classes import ClassScheme, get_scheme
 
@@ -70,8 +71,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CLIP_RANGE_DB = (-35.0, 5.0)
-"""The model's input clip range for sigma0 in dB (METHOD.md section 1)."""
+DEFAULT_CLIP_RANGE_DB = DEFAULT_CLIP_DB
+"""The model's input clip range for sigma0 in dB: the image processor's default (one constant, defined there)."""
 
 _LABEL_SUFFIX = "_labels"
 _RASTER_SUFFIXES = (".tif", ".tiff")

@@ -1,4 +1,8 @@
-"""Configuration of the LULC / water segmentation model: SAR-W-MixMAE encoder, UperNet-style decoder, refinements."""
+"""Configuration of the LULC / water segmentation model: SAR-W-MixMAE encoder, UperNet-style decoder, refinements.
+
+The model is that of "Enhanced LULC Segmentation via Lightweight Model Refinements on ALOS-2 SAR Data" (from the group
+of the SAR-W-MixMAE authors, Caglayan, Imamoglu and Kouyama); the three refinements are switches of this config.
+"""
 
 from __future__ import annotations
 
@@ -120,10 +124,12 @@ class SarLulcConfig(PreTrainedConfig):
         return stages
 
     def class_weights(self) -> list[float]:
-        """Per-class loss weights `w_c ** alpha` (METHOD.md section 3 (iii)).
+        """Per-class loss weights `w_c ** alpha` of refinement (iii), the alpha-scaled class re-weighting.
 
         `w_c = mean_frequency / frequency_c`, normalized to mean 1 over the classes present in `class_frequencies`;
-        a class absent from the training data gets the neutral weight 1. Uniform weights without frequencies.
+        a class absent from the training data gets the neutral weight 1. Uniform weights without frequencies. Alpha
+        tempers the re-weighting between none (`alpha = 0`, every `w_c ** 0 = 1`) and full inverse frequency
+        (`alpha = 1`).
         """
         num_labels = self.num_labels
         if self.class_frequencies is None:

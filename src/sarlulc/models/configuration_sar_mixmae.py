@@ -1,4 +1,12 @@
-"""Configuration of the SAR-W-MixMAE encoder and its pretraining model."""
+"""Configuration of the SAR-W-MixMAE encoder, its backbone and its pretraining model.
+
+The encoder is MixMAE's hierarchical Swin-style transformer (Liu et al., "MixMAE: Mixed and Masked Autoencoder for
+Efficient Pretraining of Hierarchical Vision Transformers", CVPR 2023, arXiv:2205.13137); the pretraining loss weights
+every pixel by its backscatter as SAR-W-MixMAE does (Caglayan, Imamoglu, Kouyama, "SAR-W-MixMAE: SAR Foundation Model
+Training Using Backscatter Power Weighting", IGARSS 2025, arXiv:2503.01181). The input normalization (clip range,
+per-band dB mean and std) is not part of this config: it belongs to the image processor (`SarImageProcessor`), the one
+place that turns backscatter into model input.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,11 @@ from transformers.configuration_utils import PreTrainedConfig
 LOSS_WEIGHTINGS = ("none", "backscatter")
 BACKSCATTER_NORMALIZATIONS = ("per_image", "global")
 LOSS_REDUCTIONS = ("weighted_mean", "mean")
+BACKSCATTER_POWER_SOURCES = ("backscatter_db", "pixel_values")
+
+# Fields of configs saved before the normalization moved to the image processor. They are dropped when such a
+# config.json is loaded: the processor saved beside it holds the same numbers, and nothing reads them here any more.
+_LEGACY_NORMALIZATION_FIELDS = ("input_db_mean", "input_db_std", "input_clip_db")
 
 
 def _as_per_stage(value, num_stages: int, name: str) -> list[int]:
@@ -74,26 +87,31 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         norm_pix_loss (`bool`, defaults to `True`):
             Reconstruct per-patch normalized pixels (mean 0, unit variance per 32x32 target patch).
         loss_weighting (`str`, defaults to `"backscatter"`):
-            `"backscatter"` (SAR-W-MixMAE): every pixel's squared error is weighted by
-            `exp(-P_norm / backscatter_tau)` with `P_norm` its linear backscatter power normalized to [0, 1];
-            `"none"`: plain MixMAE.
+            `"backscatter"` (SAR-W-MixMAE): every pixel's squared error is weighted by `w = exp(-P_norm / tau)`,
+            where `P = mean over bands of 10 ** (dB / 10)` is the pixel's linear backscatter power and `P_norm` that
+            power normalized to [0, 1] (`backscatter_normalization`): dark pixels (water, smooth surfaces) weigh
+            most, bright speckle-dominated ones least. `"none"`: plain MixMAE, every valid pixel weighs 1.
+        backscatter_power_source (`str`, defaults to `"backscatter_db"`):
+            Where the weight's dB values come from. `"backscatter_db"`: the `backscatter_db` input of
+            [`SarMixMAEForPreTraining`], the calibrated and clipped sigma0 in dB that the image processor returns
+            with `return_backscatter_db=True` (physical power). `"pixel_values"`: the model input itself (the dB
+            values after the processor's standardization, read as if they were dB), the input the SAR-W-MixMAE
+            authors' public code computes its weight from; it needs no extra input.
         backscatter_tau (`float`, defaults to 1.0):
-            Temperature of the backscatter weight; the weight lies in `[exp(-1/tau), 1]`.
+            Temperature `tau` of the backscatter weight; the weight lies in `[exp(-1/tau), 1]`.
         backscatter_normalization (`str`, defaults to `"per_image"`):
             `"per_image"`: `P_norm = (P - min) / (max - min)` over each image's valid pixels;
             `"global"`: `P_norm = clip(P / backscatter_global_max, 0, 1)` with a fixed scale.
         backscatter_global_max (`float`, *optional*):
-            Linear power that maps to 1 for `"global"` normalization (default: the top of `input_clip_db`).
+            Linear power that maps to 1 for `"global"` normalization. Defaults to `10 ** (5 / 10)`, the top of the
+            image processor's default clip range (-35 dB, +5 dB); set it when the processor clips elsewhere.
         loss_reduction (`str`, defaults to `"weighted_mean"`):
             `"weighted_mean"`: `sum(w * e) / sum(w)` so the loss scale does not drift with scene brightness;
             `"mean"`: `sum(w * e) / n` over the `n` valid pixel values.
-        input_db_mean (`list[float]`, defaults to `(-12.0,)`), input_db_std (`list[float]`, defaults to `(6.0,)`):
-            Per-band mean and std (dB) the image processor standardized the input with. The backscatter weight
-            recovers linear power from the normalized input through them, so they must match the processor's.
-        input_clip_db (`list[float]`, defaults to `(-35.0, 5.0)`):
-            The dB clip range of the image processor (documents the input; sets the default global scale).
         out_features (`list[str]`, *optional*), out_indices (`list[int]`, *optional*):
-            Backbone outputs, among `["stem", "stage1", "stage2", "stage3", "stage4"]`; defaults to the four stages.
+            Backbone outputs, among `stage_names` = `["stem", "stage1", "stage2", "stage3", "stage4"]` (`"stem"`: the
+            patch embedding). As for every transformers backbone, the last stage alone when neither is given.
+            [`SarLulcConfig`] sets what its decoder needs.
     """
 
     model_type = "sar_mixmae"
@@ -127,9 +145,7 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         backscatter_normalization: str = "per_image",
         backscatter_global_max: float | None = None,
         loss_reduction: str = "weighted_mean",
-        input_db_mean: list[float] | tuple[float, ...] = (-12.0,),
-        input_db_std: list[float] | tuple[float, ...] = (6.0,),
-        input_clip_db: list[float] | tuple[float, float] = (-35.0, 5.0),
+        backscatter_power_source: str = "backscatter_db",
         out_features: list[str] | None = None,
         out_indices: list[int] | None = None,
         **kwargs,
@@ -161,17 +177,13 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         self.backscatter_normalization = backscatter_normalization
         self.backscatter_global_max = None if backscatter_global_max is None else float(backscatter_global_max)
         self.loss_reduction = loss_reduction
-        self.input_db_mean = [float(v) for v in input_db_mean]
-        self.input_db_std = [float(v) for v in input_db_std]
-        self.input_clip_db = [float(v) for v in input_clip_db]
+        self.backscatter_power_source = backscatter_power_source
         # Width after the last stage, the name other transformers code looks for.
         self.hidden_size = self.embed_dim * 2 ** (self.num_layers - 1)
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, self.num_layers + 1)]
-        if out_features is None and out_indices is None:
-            out_features = self.stage_names[1:]
         self._validate()
         # Saved configs carry these derived values too; recomputed above, they must not be overwritten by stale ones.
-        for derived in ("hidden_size", "num_layers", "stage_names"):
+        for derived in ("hidden_size", "num_layers", "stage_names", *_LEGACY_NORMALIZATION_FIELDS):
             kwargs.pop(derived, None)
         super().__init__(**kwargs)
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
@@ -181,6 +193,24 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
     def encoder_stride(self) -> int:
         """Pixels per token of the last stage: the input must be a multiple of it; the mixing unit of MixMAE."""
         return self.patch_size * 2 ** (self.num_layers - 1)
+
+    def check_input_size(self, height: int, width: int, what: str = "input") -> None:
+        """Raise `ValueError` unless `height` x `width` pixels can be encoded: both multiples of `encoder_stride`.
+
+        Every stage halves the token grid and MixMAE mixes whole last-stage tokens, so the input must tile into
+        `encoder_stride`-pixel units. `what` names the input in the message (e.g. `"the training tile size"`).
+        """
+        stride = self.encoder_stride
+        if height % stride == 0 and width % stride == 0:
+            return
+        padded = f"{-(-height // stride) * stride}x{-(-width // stride) * stride}"
+        cropped = f"{height // stride * stride}x{width // stride * stride}"
+        fix = f"pad it to {padded}" + (f" or crop it to {cropped}" if height >= stride and width >= stride else "")
+        raise ValueError(
+            f"{what} is {height}x{width} pixels; height and width must be multiples of the encoder stride {stride} "
+            f"(patch size {self.patch_size}, doubled by each of {self.num_layers - 1} patch mergings): {fix} "
+            "(SarImageProcessor pads tiles to a multiple, predict_scene tiles whole scenes)"
+        )
 
     def stage_grid(self, stage: int, image_size: int | None = None) -> int:
         """Token grid side of `stage` (0-based) for a square input of `image_size` pixels."""
@@ -255,15 +285,11 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"`backscatter_tau` must be a positive number, got {self.backscatter_tau}")
         if self.backscatter_global_max is not None and not self.backscatter_global_max > 0:
             raise ValueError(f"`backscatter_global_max` must be positive, got {self.backscatter_global_max}")
-        for name in ("input_db_mean", "input_db_std"):
-            if len(getattr(self, name)) != self.num_channels:
-                raise ValueError(
-                    f"`{name}` needs one value per input band ({self.num_channels}), got {getattr(self, name)}"
-                )
-        if any(not s > 0 for s in self.input_db_std):
-            raise ValueError(f"`input_db_std` must be positive, got {self.input_db_std}")
-        if len(self.input_clip_db) != 2 or not self.input_clip_db[0] < self.input_clip_db[1]:
-            raise ValueError(f"`input_clip_db` must be [low, high] with low < high, got {self.input_clip_db}")
+        if self.backscatter_power_source not in BACKSCATTER_POWER_SOURCES:
+            raise ValueError(
+                f"`backscatter_power_source` must be one of {BACKSCATTER_POWER_SOURCES}, "
+                f"got {self.backscatter_power_source!r}"
+            )
 
 
 __all__ = ["SarMixMAEConfig"]

@@ -1,7 +1,9 @@
 """SarImageProcessor: ALOS-2 PALSAR-2 backscatter -> normalized model input, and logits -> class-id maps.
 
 This file is also remote code that every sarlulc checkpoint carries, so its top-level imports are numpy, torch and
-transformers only; it never needs rasterio.
+transformers only; it never needs rasterio. It is the single home of the SAR input conventions of the package: the
+calibration, the default clip range and standardization, and the metadata tags that declare a raster's encoding
+(:data:`INPUT_KIND_TAG_KEYS`, :func:`input_kind_from_metadata`, :func:`calibration_factor_from_tags`).
 
 Preprocessing, in order (the numbers are the defaults; a checkpoint's ``preprocessor_config.json`` holds its own):
 
@@ -22,8 +24,13 @@ Preprocessing, in order (the numbers are the defaults; a checkpoint's ``preproce
    multiple of ``pad_to_multiple_of`` (32, the encoder's total stride).
 
 The outputs are ``pixel_values`` (B, C, H, W) float32, ``pixel_mask`` (B, H, W) int64 (1 = valid input pixel, 0 =
-invalid or padding) and, when segmentation maps are given, ``labels`` (B, H, W) int64 with ``ignore_index`` (255)
-on invalid and padded pixels.
+invalid or padding), when segmentation maps are given ``labels`` (B, H, W) int64 with ``ignore_index`` (255) on
+invalid and padded pixels, and with ``return_backscatter_db=True`` ``backscatter_db`` (B, C, H, W) float32: the
+clipped sigma0 in dB of step 2, 0.0 where invalid or padded (what SAR-W-MixMAE pretraining weights its loss with).
+
+The calibration is the ALOS-2 PALSAR-2 one published by JAXA for L1.5/L2.1 amplitude products,
+``sigma0_dB = 10*log10(DN**2) + CF``; the clip range and the standardization are this package's choices, recorded in
+every checkpoint's ``preprocessor_config.json`` so that inference preprocesses exactly as training did.
 
 The calibration functions (:func:`calibrate_to_db`, :func:`valid_value_mask`, :func:`normalize_input_kind`) are pure
 numpy and are the single implementation used by the whole package; ``sarlulc.data.alos2`` delegates to them.
@@ -40,16 +47,23 @@ import torch
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
 __all__ = [
+    "CALIBRATION_FACTOR_TAG",
+    "CALIBRATION_FACTOR_TAG_KEYS",
     "DEFAULT_CALIBRATION_FACTOR",
     "DEFAULT_CLIP_DB",
     "DEFAULT_IMAGE_MEAN_DB",
     "DEFAULT_IMAGE_STD_DB",
     "INPUT_KINDS",
     "INPUT_KIND_ALIASES",
+    "INPUT_KIND_TAG",
+    "INPUT_KIND_TAG_KEYS",
     "SarImageProcessor",
     "calibrate_to_db",
+    "calibration_factor_from_tags",
     "default_nodata",
+    "input_kind_from_metadata",
     "input_kind_or_none",
+    "merge_raster_tags",
     "normalize_input_kind",
     "valid_value_mask",
 ]
@@ -78,11 +92,28 @@ DEFAULT_CALIBRATION_FACTOR = -83.0
 """ALOS-2 PALSAR-2 L1.5/L2.1 calibration factor CF in dB (``sigma0_dB = 10*log10(DN**2) + CF``)."""
 
 DEFAULT_CLIP_DB = (-35.0, 5.0)
-"""Input clip range for sigma0 in dB (METHOD.md section 1)."""
+"""Input clip range for sigma0 in dB: from calm water (about -30 dB in L-band HH) to the brightest built-up areas,
+with margin; rarer values (noise floor, corner reflectors) carry no land-cover information and would only stretch the
+standardization."""
 
-# Placeholder per-band standardization (dB) for processors built without dataset statistics (from_band_statistics).
 DEFAULT_IMAGE_MEAN_DB = -12.0
+"""Per-band mean (dB) of processors built without dataset statistics; training replaces it with the statistics of the
+training tiles (:meth:`SarImageProcessor.from_band_statistics`)."""
+
 DEFAULT_IMAGE_STD_DB = 6.0
+"""Per-band standard deviation (dB) of processors built without dataset statistics."""
+
+INPUT_KIND_TAG = "SARLULC_INPUT_KIND"
+"""Raster metadata tag that declares the input kind; an unknown value is an error (it was written on purpose)."""
+
+CALIBRATION_FACTOR_TAG = "SARLULC_CALIBRATION_FACTOR"
+"""Raster metadata tag that declares a DN raster's calibration factor CF in dB."""
+
+INPUT_KIND_TAG_KEYS = (INPUT_KIND_TAG, "INPUT_KIND", "SAR_INPUT_KIND", "SIGMA0_UNIT", "UNITS", "UNIT")
+"""Tags that may declare the input kind, in the order they are consulted (see :func:`input_kind_from_metadata`)."""
+
+CALIBRATION_FACTOR_TAG_KEYS = (CALIBRATION_FACTOR_TAG, "CALIBRATION_FACTOR")
+"""Tags that may declare the calibration factor, in the order they are consulted."""
 
 DEFAULT_PAD_TO_MULTIPLE_OF = 32
 DEFAULT_IGNORE_INDEX = 255
@@ -116,6 +147,68 @@ def normalize_input_kind(input_kind: str) -> str:
             f"unknown input kind {input_kind!r}: expected one of {INPUT_KINDS} (or an alias such as 'amplitude')"
         )
     return kind
+
+
+def merge_raster_tags(dataset_tags: Mapping[str, str], band_tags: Mapping[str, str] | None = None) -> dict[str, str]:
+    """One tag mapping for a raster band: keys upper-cased, dataset-level tags winning over the band's own.
+
+    GeoTIFF writers put the same information at either level; the dataset level is the one sarlulc writes.
+    """
+    merged = {str(key).upper(): value for key, value in (band_tags or {}).items()}
+    merged.update({str(key).upper(): value for key, value in dataset_tags.items()})
+    return merged
+
+
+def input_kind_from_metadata(tags: Mapping[str, str], units: str | None = None) -> str | None:
+    """The input kind a raster's metadata declares, or ``None`` when it declares none.
+
+    Args:
+        tags: the raster's metadata tags (any key case; see :func:`merge_raster_tags` for dataset + band tags).
+        units: the band's unit type (GDAL's ``units``), consulted after the tags.
+
+    Returns:
+        ``"dn"``, ``"linear"`` or ``"db"`` from :data:`INPUT_KIND_TAG`, else from the first of the other
+        :data:`INPUT_KIND_TAG_KEYS` and then ``units`` whose value names a kind (``"dB"``, ``"amplitude"``, ...):
+        generic keys such as ``UNITS`` may hold anything (``"m"``, ``"1"``), so only recognised values decide.
+
+    Raises:
+        ValueError: :data:`INPUT_KIND_TAG` holds a value that names no kind (the tag is written on purpose, so a
+            wrong value is a mistake to report, not a hint to skip); the message names the tag and the value.
+    """
+    upper = {str(key).upper(): value for key, value in tags.items()}
+    if INPUT_KIND_TAG in upper:
+        declared = upper[INPUT_KIND_TAG]
+        kind = input_kind_or_none(declared)
+        if kind is None:
+            raise ValueError(
+                f"tag {INPUT_KIND_TAG}={declared!r} is not one of {INPUT_KINDS} (or an alias such as 'amplitude', "
+                "'power', 'dB')"
+            )
+        return kind
+    candidates = [upper[key] for key in INPUT_KIND_TAG_KEYS[1:] if key in upper]
+    if units:
+        candidates.append(units)
+    return next((kind for kind in map(input_kind_or_none, candidates) if kind is not None), None)
+
+
+def calibration_factor_from_tags(tags: Mapping[str, str]) -> float | None:
+    """The calibration factor CF (dB) that a raster's tags declare (first of :data:`CALIBRATION_FACTOR_TAG_KEYS`),
+    or ``None`` when they declare none.
+
+    Raises:
+        ValueError: the tag's value is not a finite number; the message names the tag and the value.
+    """
+    upper = {str(key).upper(): value for key, value in tags.items()}
+    for key in CALIBRATION_FACTOR_TAG_KEYS:
+        if key in upper:
+            try:
+                factor = float(upper[key])
+            except (TypeError, ValueError):
+                factor = math.nan
+            if not math.isfinite(factor):
+                raise ValueError(f"tag {key}={upper[key]!r} is not a number (the calibration factor in dB)")
+            return factor
+    return None
 
 
 def default_nodata(input_kind: str) -> float | None:
@@ -346,8 +439,9 @@ class SarImageProcessor(BaseImageProcessor):
         calibration_factor: float,
         nodata: float | None,
         index: int,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One image -> (clipped, standardized values (C, H, W) float32 with invalid pixels 0, valid mask (H, W))."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One image -> (clipped, standardized values (C, H, W) float32, clipped dB (C, H, W) float32, valid mask
+        (H, W)); both value arrays are 0.0 on invalid pixels."""
         array = _to_numpy(image)
         if array.ndim == 2:
             array = array[None]
@@ -368,13 +462,15 @@ class SarImageProcessor(BaseImageProcessor):
                     f"valid mask {index} has shape {mask.shape}; expected the image's (H, W) {valid.shape}"
                 )
             valid &= mask.astype(bool)
-        values = np.clip(db, *self.clip_db)
+        clipped = np.clip(db, *self.clip_db)
+        values = clipped
         if self.do_normalize:
             mean = np.asarray(self.image_mean, dtype=np.float32)[:, None, None]
             std = np.asarray(self.image_std, dtype=np.float32)[:, None, None]
-            values = (values - mean) / std
+            values = (clipped - mean) / std
         values[:, ~valid] = 0.0
-        return values.astype(np.float32, copy=False), valid
+        clipped[:, ~valid] = 0.0  # a no-op when values is clipped itself (do_normalize=False)
+        return values.astype(np.float32, copy=False), clipped.astype(np.float32, copy=False), valid
 
     def preprocess(
         self,
@@ -386,6 +482,7 @@ class SarImageProcessor(BaseImageProcessor):
         calibration_factor: float | None = None,
         pad_to_multiple_of: int | None = _UNSET,
         return_tensors: str | None = None,
+        return_backscatter_db: bool = False,
     ) -> BatchFeature:
         """Calibrate, clip, standardize, mask and pad a batch of SAR images.
 
@@ -404,12 +501,18 @@ class SarImageProcessor(BaseImageProcessor):
             pad_to_multiple_of: overrides the processor's setting for this call (``None``: pad to the batch's
                 largest size only).
             return_tensors: ``"pt"`` for torch tensors, ``"np"`` or ``None`` for numpy arrays.
+            return_backscatter_db: also return ``backscatter_db``, the input of SAR-W-MixMAE's loss weight, so that
+                ``model(**processor(images, return_tensors="pt", return_backscatter_db=True)).loss`` works with a
+                ``SarMixMAEForPreTraining``.
 
         Returns:
             `BatchFeature` with ``pixel_values`` (B, C, H', W') float32, ``pixel_mask`` (B, H', W') int64 (1 = valid
-            pixel; invalid and padded pixels 0) and, with ``segmentation_maps``, ``labels`` (B, H', W') int64
-            (``ignore_index`` on invalid and padded pixels). ``H'``/``W'`` are the batch's largest height/width rounded
-            up to ``pad_to_multiple_of``; each image sits at the top-left, so cropping ``[:H, :W]`` recovers it.
+            pixel; invalid and padded pixels 0), with ``segmentation_maps`` ``labels`` (B, H', W') int64
+            (``ignore_index`` on invalid and padded pixels) and with ``return_backscatter_db`` ``backscatter_db``
+            (B, C, H', W') float32, the calibrated sigma0 in dB clipped to ``clip_db`` that ``pixel_values``
+            standardizes (0.0 on invalid and padded pixels). ``H'``/``W'`` are the batch's largest height/width
+            rounded up to ``pad_to_multiple_of``; each image sits at the top-left, so cropping ``[:H, :W]`` recovers
+            it.
 
         Raises:
             ValueError: wrong number of dimensions or bands, masks or maps whose count or shape does not match the
@@ -434,23 +537,28 @@ class SarImageProcessor(BaseImageProcessor):
             self._image_to_db(image, mask, kind, factor, nodata, i)
             for i, (image, mask) in enumerate(zip(image_list, masks))
         ]
-        height = max(values.shape[1] for values, _ in processed)
-        width = max(values.shape[2] for values, _ in processed)
+        height = max(valid.shape[0] for _, _, valid in processed)
+        width = max(valid.shape[1] for _, _, valid in processed)
         if multiple:
             height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
         batch = len(processed)
         pixel_values = np.zeros((batch, self.num_channels, height, width), dtype=np.float32)
         pixel_mask = np.zeros((batch, height, width), dtype=np.int64)
-        for i, (values, valid) in enumerate(processed):
+        backscatter_db = np.zeros_like(pixel_values) if return_backscatter_db else None
+        for i, (values, clipped_db, valid) in enumerate(processed):
             h, w = valid.shape
             pixel_values[i, :, :h, :w] = values
             pixel_mask[i, :h, :w] = valid
+            if backscatter_db is not None:
+                backscatter_db[i, :, :h, :w] = clipped_db
         data = {"pixel_values": pixel_values, "pixel_mask": pixel_mask}
+        if backscatter_db is not None:
+            data["backscatter_db"] = backscatter_db
 
         if maps is not None:
             labels = np.full((batch, height, width), self.ignore_index, dtype=np.int64)
-            for i, (label, (_, valid)) in enumerate(zip(maps, processed)):
+            for i, (label, (_, _, valid)) in enumerate(zip(maps, processed)):
                 label = _to_numpy(label)
                 if label.shape != valid.shape:
                     raise ValueError(

@@ -1,9 +1,26 @@
 """LULC and water segmentation: SAR-W-MixMAE encoder + UperNet-style decoder + three lightweight refinements.
 
+The model of "Enhanced LULC Segmentation via Lightweight Model Refinements on ALOS-2 SAR Data" (from the group of
+the SAR-W-MixMAE authors, Caglayan, Imamoglu and Kouyama): a hierarchical encoder pretrained with SAR-W-MixMAE
+(arXiv:2503.01181), an UperNet decoder, and three refinements, each a switch in [`SarLulcConfig`] whose module, when
+off, is absent rather than bypassed:
+
 [`SarLulcForSemanticSegmentation`] = [`SarMixMAEBackbone`] -> [`SarLulcUperDecoder`] (pyramid pooling on stage 4, FPN
 over stages 1-4, fused at stride 4) -> optional [`HighResInjection`] -> [`RefineUpHead`] or [`BilinearUpHead`] ->
-logits at the input resolution. Training uses [`AlphaScaledFocalDiceLoss`]. METHOD.md section 3 describes the three
-refinements; each is a switch in [`SarLulcConfig`] and, when off, its module is absent rather than bypassed.
+logits at the input resolution.
+
+1. High-resolution feature injection ([`HighResInjection`]): features at stride <= 4 (the encoder's patch embedding,
+   a light convolutional stem at stride 2) are projected and added to the fused stride-4 map, so that thin structures
+   and boundaries survive the encoder's downsampling.
+2. Progressive refine-up head ([`RefineUpHead`]): instead of one x4 bilinear upsampling of stride-4 logits, 3x3
+   conv-BN-ReLU refinement blocks alternate with x2 upsampling (stride 4 -> 2 -> 1), each adding a correction to the
+   logits.
+3. Alpha-scaled class re-weighting ([`AlphaScaledFocalDiceLoss`]): focal loss plus soft dice, both weighted per class
+   by `w_c ** alpha`, `w_c` the inverse class frequency normalized to mean 1: `alpha = 0` is unweighted, `alpha = 1`
+   full inverse-frequency weighting, values between temper it for the rare classes (solar panels, bare land).
+
+`hidden_states` of the output are the backbone's: the patch embedding and every stage's output as maps, aligned with
+the encoder's `stage_names`; `attentions` every encoder block's weights (eager attention only).
 """
 
 from __future__ import annotations
@@ -441,24 +458,29 @@ class SarLulcForSemanticSegmentation(SarLulcPreTrainedModel):
         labels: torch.Tensor | None = None,
         pixel_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> SemanticSegmenterOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
-            Normalized backscatter; height and width multiples of 32.
+            Normalized backscatter; height and width multiples of the encoder stride (32).
         labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
             Class ids, `config.ignore_index` for pixels to ignore.
         pixel_mask (`torch.BoolTensor` of shape `(batch_size, height, width)`, *optional*):
             Valid input pixels; labels of invalid (nodata, padding) pixels are ignored by the loss.
+        output_hidden_states (`bool`, *optional*):
+            Return the encoder's maps: patch embedding, then every stage (the backbone's `stage_names`).
+        output_attentions (`bool`, *optional*):
+            Return every encoder block's attention weights (eager attention only).
         """
         height, width = pixel_values.shape[-2:]
-        stride = self.config.backbone_config.encoder_stride
-        if height % stride or width % stride:
-            raise ValueError(
-                f"input height and width must be multiples of {stride}, got {height}x{width}; SarImageProcessor pads "
-                "tiles to a multiple, and predict_scene tiles whole scenes"
-            )
-        outputs = self.backbone(pixel_values, output_hidden_states=output_hidden_states, return_dict=True)
+        self.config.backbone_config.check_input_size(height, width)
+        outputs = self.backbone(
+            pixel_values,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
         features = dict(zip(self.backbone.out_features, outputs.feature_maps))
         stages = [features[f"stage{i}"] for i in range(1, self.config.backbone_config.num_layers + 1)]
         # Decoder and refinements run on channels-last maps (the backbone's already are): on CPU its convolutions
@@ -480,7 +502,9 @@ class SarLulcForSemanticSegmentation(SarLulcPreTrainedModel):
             if pixel_mask is not None:
                 labels = labels.masked_fill(~pixel_mask.to(torch.bool), self.config.ignore_index)
             loss = self.loss_fn(logits, labels)
-        return SemanticSegmenterOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return SemanticSegmenterOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
 
 
 __all__ = [

@@ -1,21 +1,49 @@
 """SAR-W-MixMAE: a hierarchical Swin-style encoder pretrained as a mixed-and-masked autoencoder on SAR backscatter.
 
-Three models share one encoder, [`SarMixMAEModel`]:
+Method: MixMAE (Liu et al., "MixMAE: Mixed and Masked Autoencoder for Efficient Pretraining of Hierarchical Vision
+Transformers", CVPR 2023, arXiv:2205.13137) with the backscatter-weighted reconstruction loss of SAR-W-MixMAE
+(Caglayan, Imamoglu, Kouyama, "SAR-W-MixMAE: SAR Foundation Model Training Using Backscatter Power Weighting",
+IGARSS 2025, arXiv:2503.01181). Three models share one encoder, [`SarMixMAEModel`]:
 
 - [`SarMixMAEModel`]: patch embedding -> four stages of (non-shifted) window attention with a learned relative
-  position bias -> final LayerNorm. Optionally mixes the batch with its reverse under a binary mask and restricts
-  attention to tokens of the same source image (MixMAE's group-masked attention).
+  position bias and patch merging between them -> final LayerNorm.
 - [`SarMixMAEBackbone`]: the encoder as a transformers backbone for segmentation heads: normalized feature maps of
-  the stages named in `config.out_features`, plus `"stem"` (the stride-4 patch embedding) for high-resolution
+  the stages named in `config.out_features`, among them `"stem"` (the stride-4 patch embedding) for high-resolution
   feature injection.
-- [`SarMixMAEForPreTraining`]: MixMAE pretraining (Liu et al., CVPR 2023) with the SAR-W-MixMAE backscatter-weighted
-  reconstruction loss (Caglayan et al., IGARSS 2025). See METHOD.md, section 2, for the semantics followed here.
+- [`SarMixMAEForPreTraining`]: MixMAE pretraining with the SAR-W-MixMAE loss.
+
+What pretraining computes, for a batch of `B` images and one binary mask `M` over the last stage's token grid (one
+mask per batch, `mask_ratio` of its units set):
+
+- Mixing: mixed image `i` keeps image `i`'s tokens where `M = 0` and takes image `B-1-i`'s where `M = 1`
+  (`x_mix[i] = (1 - M) * x[i] + M * x[B-1-i]`; an odd batch's middle image is mixed with itself), after the patch
+  embedding and before the fixed 2-D sine-cosine position embedding.
+- Group-masked attention: inside a window, token `p` may attend to token `q` only if `M(p) == M(q)`, i.e. both come
+  from the same source image: `softmax(q k^T / sqrt(d) + B_rel + G)` with `G[p, q] = 0` when `M(p) == M(q)` and
+  `-inf` otherwise, `B_rel` the relative position bias; `M` is nearest-upsampled to every stage's grid.
+- Dual reconstruction: the encoder output is unmixed into two decoder sequences per mixed image, branch 1 with the
+  `M = 0` tokens and a learned mask token elsewhere, branch 2 with the `M = 1` tokens and the mask token elsewhere.
+  Image `i`'s units with `M = 1` are predicted by branch 1 of mixed image `i`, its units with `M = 0` by branch 2 of
+  mixed image `B-1-i`: every unit of every image is predicted from the branch in which it was hidden.
+- Loss: `sum(w * (prediction - target)**2) / sum(w)` over all units, pixels and bands, the target being each
+  `encoder_stride`-pixel patch normalized to zero mean and unit variance (`norm_pix_loss`), and `w` the
+  backscatter weight `exp(-P_norm / tau)` of [`BackscatterWeightedMSE`] (1 everywhere for plain MixMAE).
 
 Layout note: MixMAE uses no shifted windows, so every block of a stage sees the same window partition. We therefore
 partition once when a stage starts and keep the tokens in window order `(batch * windows, window_area, channels)`
 for all of the stage's blocks (LayerNorm and MLP do not care about token order), instead of partitioning and
 reversing in every block as shifted-window Swin must. The group mask is built once per stage per forward, is shared
 by the whole batch (one mixing mask per batch), and is folded into each block's relative position bias.
+
+Outputs follow the transformers conventions: `hidden_states` holds the patch embedding and then every stage's output
+(before patch merging), aligned with `config.stage_names`, as `(batch, tokens, channels)`; `reshaped_hidden_states`
+holds the same tensors as `(batch, channels, height, width)` maps. Both are views of the very tensors the next layer
+consumes, so gradients reach them (`retain_grad()`, `torch.autograd.grad`). `attentions` holds one tensor per
+attention block of the encoder, in order, each `(batch * num_windows, num_heads, window_area, window_area)`: the
+softmax weights of every window, windows in row-major order within an image, images in batch order (Swin's layout).
+A stage whose grid is not a multiple of its window is padded, and the padded keys get weight 0. Attention weights
+are computed with the eager implementation only (with SDPA, `attentions` is empty and a warning says so, as for
+transformers' Swin).
 """
 
 from __future__ import annotations
@@ -32,9 +60,12 @@ from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_sar_mixmae import SarMixMAEConfig
+from .image_processing_sar import DEFAULT_CLIP_DB
+
+logger = logging.get_logger(__name__)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Output dataclasses
@@ -49,20 +80,21 @@ class SarMixMAEModelOutput(ModelOutput):
     Args:
         last_hidden_state (`torch.FloatTensor` of shape `(batch_size, height * width, hidden_size)`):
             Last stage's tokens after the final LayerNorm (stride `config.encoder_stride`).
-        stem_hidden_state (`torch.FloatTensor` of shape `(batch_size, embed_dim, height, width)`, *optional*):
-            The patch embedding (stride `patch_size`), after mixing and position embedding; with
-            `output_hidden_states=True`.
         hidden_states (`tuple(torch.FloatTensor)`, *optional*):
-            One entry per stage, `(batch_size, tokens, channels)`, the stage output before patch merging; with
-            `output_hidden_states=True`.
+            With `output_hidden_states=True`: one entry per name of `config.stage_names`, `(batch_size, tokens,
+            channels)`: the patch embedding (after mixing and position embedding, stride `patch_size`), then each
+            stage's output before patch merging. Part of the autograd graph.
         reshaped_hidden_states (`tuple(torch.FloatTensor)`, *optional*):
             The same as maps, `(batch_size, channels, height, width)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*):
+            With `output_attentions=True` and eager attention: one entry per attention block of the encoder,
+            `(batch_size * num_windows, num_heads, window_area, window_area)` (see the module docstring).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
-    stem_hidden_state: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -80,7 +112,9 @@ class SarMixMAEForPreTrainingOutput(ModelOutput):
             The mixing mask `M` shared by the batch: `True` where a mixed image holds its partner's token.
         loss_weights (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`):
             Per-pixel weight of the squared error (0 on invalid pixels).
-        hidden_states, reshaped_hidden_states: as in [`SarMixMAEModelOutput`] (of the mixed batch).
+        hidden_states, reshaped_hidden_states, attentions:
+            The encoder's, as in [`SarMixMAEModelOutput`], for the mixed batch (with group-masked attention). The
+            decoder's attention weights are not returned (as in transformers' `ViTMAEForPreTraining`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -89,6 +123,24 @@ class SarMixMAEForPreTrainingOutput(ModelOutput):
     loss_weights: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SarMixMAEEncoderOutput(ModelOutput):
+    """
+    Outputs of [`SarMixMAEEncoder`] (internal).
+
+    Args:
+        last_map (`torch.FloatTensor` of shape `(batch_size, height, width, hidden_size)`):
+            The last stage's output map.
+        hidden_states, reshaped_hidden_states, attentions: as in [`SarMixMAEModelOutput`], when requested.
+    """
+
+    last_map: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    reshaped_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -289,7 +341,7 @@ class SarMixMAEEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor, mixing_mask: torch.Tensor | None = None) -> torch.Tensor:
         if mixing_mask is not None:
             # The patch embedding and its LayerNorm act on each patch alone and the mask is patch-aligned, so mixing
-            # the pixels is exactly mixing the tokens (METHOD.md: "after patch embedding"), on fewer values.
+            # the pixels is exactly mixing the tokens after the patch embedding (MixMAE's definition), on fewer values.
             pixel_mask = upsample_unit_mask(mixing_mask.to(torch.bool), self.encoder_stride)
             pixel_values = mix_with_reversed_batch(pixel_values, pixel_mask[:, None])
         embeddings = self.patch_embeddings(pixel_values)
@@ -309,6 +361,10 @@ class SarMixMAEWindowAttention(nn.Module):
     The windows are folded into the head axis, `(B, nW * heads, N, d)`, so the `(nW * heads, N, N)` bias broadcasts
     over the batch alone (kernels reduce its gradient far faster over a few images than over thousands of windows),
     and the attention output `(B, N, nW * heads, d)` is already the block's token layout.
+
+    With `output_attentions=True` (eager only) the windows are unfolded into the batch instead, `(B * nW, heads, N,
+    d)`, Swin's layout: the returned weights are then the very tensor that multiplies the values (so gradients reach
+    them), in a shape a reader can index per window. The bias is expanded per image for that call.
     """
 
     def __init__(self, config: SarMixMAEConfig, dim: int, num_heads: int, window_size: int):
@@ -347,8 +403,10 @@ class SarMixMAEWindowAttention(nn.Module):
         hidden_states: torch.Tensor,
         window: tuple[int, int],
         window_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> torch.Tensor:
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the projected attention output `(B, N, nW, dim)` and, with `output_attentions=True` and eager
+        attention, the weights `(B * nW, heads, N, N)` (else `None`)."""
         batch, area, num_windows, dim = hidden_states.shape
         heads, head_dim = self.num_heads, self.head_dim
         qkv = self.qkv(hidden_states).view(batch, area, num_windows, 3, heads, head_dim)
@@ -363,6 +421,8 @@ class SarMixMAEWindowAttention(nn.Module):
         attention_mask = attention_mask.reshape(1, num_windows * heads, area, area)
 
         implementation = self.config._attn_implementation
+        if output_attentions and implementation == "eager":
+            return self._forward_with_weights(query, key, value, attention_mask, batch, num_windows)
         if implementation == "sdpa" and query.device.type == "cpu" and attention_mask.requires_grad:
             # PyTorch's CPU SDPA has no fused kernel that returns a gradient for an additive mask (our learned bias):
             # it falls back to an unfused path with extra safety passes, slower than the plain computation, which we
@@ -378,9 +438,34 @@ class SarMixMAEWindowAttention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
             is_causal=False,
-            **kwargs,
         )
-        return self.proj(attn_output.view(batch, area, num_windows, dim))
+        return self.proj(attn_output.view(batch, area, num_windows, dim)), None
+
+    def _forward_with_weights(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor,
+        batch: int,
+        num_windows: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eager attention in Swin's `(B * nW, heads, N, d)` layout; the same values as the folded path."""
+        heads, area, head_dim = self.num_heads, query.shape[-2], self.head_dim
+        query, key, value = (t.reshape(batch * num_windows, heads, area, head_dim) for t in (query, key, value))
+        mask = attention_mask.view(1, num_windows, heads, area, area).expand(batch, -1, -1, -1, -1)
+        attn_output, attn_weights = eager_attention_forward(
+            self,
+            query,
+            key,
+            value,
+            mask.reshape(batch * num_windows, heads, area, area),
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        # (B * nW, N, heads, d) -> the block's (B, N, nW, dim) token layout
+        attn_output = attn_output.reshape(batch, num_windows, area, heads * head_dim).transpose(1, 2)
+        return self.proj(attn_output), attn_weights
 
 
 class SarMixMAEMLP(nn.Module):
@@ -425,11 +510,18 @@ class SarMixMAEBlock(GradientCheckpointingLayer):
         self.mlp = SarMixMAEMLP(config, dim)
 
     def forward(
-        self, hidden_states: torch.Tensor, window: tuple[int, int], window_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        attention = self.attention(self.layernorm_before(hidden_states), window, window_mask)
+        self,
+        hidden_states: torch.Tensor,
+        window: tuple[int, int],
+        window_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Window-ordered tokens in and out; also the attention weights when asked (see the attention module)."""
+        attention, weights = self.attention(
+            self.layernorm_before(hidden_states), window, window_mask, output_attentions
+        )
         hidden_states = hidden_states + self.drop_path(self.dropout(attention))
-        return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
+        return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states))), weights
 
 
 class SarMixMAEPatchMerging(nn.Module):
@@ -467,8 +559,13 @@ class SarMixMAEStage(nn.Module):
     def effective_window(self, height: int, width: int) -> tuple[int, int]:
         return min(self.window_size, height), min(self.window_size, width)
 
-    def forward(self, hidden_states: torch.Tensor, group_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`hidden_states` `(B, H, W, C)`; `group_mask` `(H, W)` bool source-image id per token, shared by the batch."""
+    def forward(
+        self, hidden_states: torch.Tensor, group_mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """`hidden_states` `(B, H, W, C)`; `group_mask` `(H, W)` bool source-image id per token, shared by the batch.
+
+        Returns the output map `(B, H, W, C)` and the attention weights of the stage's blocks (empty unless asked).
+        """
         height, width = hidden_states.shape[1:3]
         window = self.effective_window(height, width)
         pad_h, pad_w = (-height) % window[0], (-width) % window[1]
@@ -478,12 +575,15 @@ class SarMixMAEStage(nn.Module):
         window_mask = self.window_mask(group_mask, (height, width), (pad_h, pad_w), window, hidden_states.device)
 
         windows = window_partition(hidden_states, window)
+        attentions = ()
         for block in self.blocks:
-            windows = block(windows, window, window_mask)
+            windows, weights = block(windows, window, window_mask, output_attentions)
+            if weights is not None:
+                attentions += (weights,)
         hidden_states = window_reverse(windows, window, padded_h, padded_w)
         if pad_h or pad_w:
             hidden_states = hidden_states[:, :height, :width].contiguous()
-        return hidden_states
+        return hidden_states, attentions
 
     @staticmethod
     def window_mask(
@@ -533,13 +633,20 @@ class SarMixMAEEncoder(nn.Module):
                 self.downsamples.append(SarMixMAEPatchMerging(config, config.embed_dim * 2**stage))
 
     def forward(
-        self, hidden_states: torch.Tensor, group_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """`hidden_states` `(B, H, W, C)`; `group_mask` `(h_last, w_last)` at the last stage's grid or `None`.
-
-        Returns the last stage's map and every stage's output map (before merging).
-        """
-        stage_outputs = []
+        self,
+        hidden_states: torch.Tensor,
+        group_mask: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> SarMixMAEEncoderOutput:
+        """`hidden_states` `(B, H, W, C)` (the embeddings); `group_mask` `(h_last, w_last)` at the last stage's grid
+        or `None`. Returns the last stage's map and, when asked, the hidden states (embeddings, then every stage's
+        output before merging) and every block's attention weights."""
+        tokens: list[torch.Tensor] = []
+        maps: list[torch.Tensor] = []
+        attentions: list[torch.Tensor] = []
+        if output_hidden_states:
+            hidden_states = self._record(hidden_states, tokens, maps)
         num_stages = len(self.stages)
         for index, stage in enumerate(self.stages):
             stage_mask = None
@@ -547,11 +654,34 @@ class SarMixMAEEncoder(nn.Module):
             # A window that tiles inside one mixing unit never sees two source images: no mask needed there.
             if group_mask is not None and unit % stage.window_size != 0:
                 stage_mask = upsample_unit_mask(group_mask, unit)
-            hidden_states = stage(hidden_states, stage_mask)
-            stage_outputs.append(hidden_states)
+            hidden_states, stage_attentions = stage(hidden_states, stage_mask, output_attentions)
+            attentions.extend(stage_attentions)
+            if output_hidden_states:
+                hidden_states = self._record(hidden_states, tokens, maps)
             if index < num_stages - 1:
                 hidden_states = self.downsamples[index](hidden_states)
-        return hidden_states, stage_outputs
+        return SarMixMAEEncoderOutput(
+            last_map=hidden_states,
+            hidden_states=tuple(tokens) if output_hidden_states else None,
+            reshaped_hidden_states=tuple(maps) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+    @staticmethod
+    def _record(hidden_states: torch.Tensor, tokens: list[torch.Tensor], maps: list[torch.Tensor]) -> torch.Tensor:
+        """Append `hidden_states` `(B, H, W, C)` to `tokens` as `(B, H*W, C)` and to `maps` as `(B, C, H, W)`, and
+        return a `(B, H, W, C)` view of them for the next layer to consume.
+
+        All three are views of one memory (no copy). Because the next layer reads the returned view, the recorded
+        tensors are its ancestors in the autograd graph: gradients reach them and `retain_grad()` works on them
+        (views taken *after* the fact, beside the consumed tensor, would get no gradient).
+        """
+        batch, height, width, channels = hidden_states.shape
+        flat = hidden_states.reshape(batch, height * width, channels)
+        grid = flat.view(batch, height, width, channels).permute(0, 3, 1, 2)
+        tokens.append(flat)
+        maps.append(grid)
+        return grid.permute(0, 2, 3, 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -612,13 +742,12 @@ class SarMixMAEPreTrainedModel(PreTrainedModel):
             init.normal_(module.mask_token, std=std)
 
 
-def _check_input_size(config: SarMixMAEConfig, pixel_values: torch.Tensor) -> None:
-    height, width = pixel_values.shape[-2:]
-    stride = config.encoder_stride
-    if height % stride or width % stride:
-        raise ValueError(
-            f"input height and width must be multiples of the encoder stride {stride}, got {height}x{width}; "
-            "pad the tile (the image processor and predict_scene do) or crop it"
+def _warn_if_attentions_unavailable(config: SarMixMAEConfig, output_attentions: bool) -> None:
+    if output_attentions and config._attn_implementation != "eager":
+        logger.warning_once(
+            f"output_attentions=True with attn_implementation={config._attn_implementation!r}: only the eager "
+            "implementation computes attention weights, so `attentions` is empty. Load the model with "
+            'attn_implementation="eager" (or call model.set_attn_implementation("eager")) to get them.'
         )
 
 
@@ -645,6 +774,7 @@ class SarMixMAEModel(SarMixMAEPreTrainedModel):
         mixing_mask: torch.Tensor | None = None,
         attention_group_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> SarMixMAEModelOutput:
         r"""
@@ -656,31 +786,33 @@ class SarMixMAEModel(SarMixMAEPreTrainedModel):
             Source-image id of every last-stage unit, shared by the batch; tokens attend only to tokens with the same
             id. Pass the mixing mask here to stop information flowing between mixed images.
         output_hidden_states (`bool`, *optional*):
-            Return every stage's output and the stem.
+            Return the patch embedding and every stage's output (`config.stage_names`), as tokens and as maps.
+        output_attentions (`bool`, *optional*):
+            Return every encoder block's attention weights (eager attention only).
         """
-        _check_input_size(self.config, pixel_values)
+        height, width = pixel_values.shape[-2:]
+        self.config.check_input_size(height, width)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        _warn_if_attentions_unavailable(self.config, output_attentions)
         group_mask = None
         if attention_group_mask is not None:
             group_mask = attention_group_mask.reshape(attention_group_mask.shape[-2:])
         embeddings = self.embeddings(pixel_values, mixing_mask)
-        last_map, stage_maps = self.encoder(embeddings, group_mask)
-        batch = last_map.shape[0]
-        last_hidden_state = last_map.reshape(batch, -1, last_map.shape[-1])
+        encoded = self.encoder(
+            embeddings, group_mask, output_hidden_states=output_hidden_states, output_attentions=output_attentions
+        )
+        last_map = encoded.last_map
+        last_hidden_state = last_map.reshape(last_map.shape[0], -1, last_map.shape[-1])
         if self.layernorm is not None:
             last_hidden_state = self.layernorm(last_hidden_state)
-
-        hidden_states = reshaped = stem = None
-        if output_hidden_states:
-            hidden_states = tuple(m.reshape(batch, -1, m.shape[-1]) for m in stage_maps)
-            reshaped = tuple(m.permute(0, 3, 1, 2) for m in stage_maps)
-            stem = embeddings.permute(0, 3, 1, 2)
         return SarMixMAEModelOutput(
             last_hidden_state=last_hidden_state,
-            stem_hidden_state=stem,
-            hidden_states=hidden_states,
-            reshaped_hidden_states=reshaped,
+            hidden_states=encoded.hidden_states,
+            reshaped_hidden_states=encoded.reshaped_hidden_states,
+            attentions=encoded.attentions,
         )
 
 
@@ -688,7 +820,9 @@ class SarMixMAEBackbone(BackboneMixin, SarMixMAEPreTrainedModel):
     """The encoder as a backbone: LayerNorm-ed feature maps `(B, C, H, W)` (channels-last memory) of `out_features`.
 
     `"stem"` is the stride-`patch_size` patch embedding (high-resolution detail for injection), `"stageN"` the output
-    of stage N before patch merging (strides 4, 8, 16, 32 by default).
+    of stage N before patch merging (strides 4, 8, 16, 32 by default). With `output_hidden_states=True`,
+    `hidden_states` holds the un-normalized maps of every name in `stage_names` (as transformers' Swin backbone);
+    with `output_attentions=True`, `attentions` holds every encoder block's weights (see [`SarMixMAEModelOutput`]).
     """
 
     # The backbone's encoder has no final LayerNorm (every feature map gets its own norm): a parameter no loss
@@ -708,21 +842,34 @@ class SarMixMAEBackbone(BackboneMixin, SarMixMAEPreTrainedModel):
         self.post_init()
 
     @can_return_tuple
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs) -> BackboneOutput:
-        outputs = self.sar_mixmae(pixel_values, output_hidden_states=True, return_dict=True)
-        maps = {"stem": outputs.stem_hidden_state}
-        maps.update({f"stage{i + 1}": m for i, m in enumerate(outputs.reshaped_hidden_states)})
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Normalized backscatter; height and width multiples of `config.encoder_stride`.
+        """
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        # The feature maps are the encoder's hidden states: always computed (views, no extra work), returned on demand.
+        outputs = self.sar_mixmae(
+            pixel_values, output_hidden_states=True, output_attentions=output_attentions, return_dict=True
+        )
+        maps = dict(zip(self.stage_names, outputs.reshaped_hidden_states))
         feature_maps = []
         for stage in self.out_features:
             feature = maps[stage].permute(0, 2, 3, 1)
             # (B, C, H, W) views of channels-last memory, as the encoder computes them: no copy, and the layout in
             # which convolutional heads run fastest.
             feature_maps.append(self.hidden_states_norms[stage](feature).permute(0, 3, 1, 2))
-        if output_hidden_states is None:
-            output_hidden_states = self.config.output_hidden_states
         return BackboneOutput(
             feature_maps=tuple(feature_maps),
             hidden_states=outputs.reshaped_hidden_states if output_hidden_states else None,
+            attentions=outputs.attentions,
         )
 
 
@@ -780,27 +927,40 @@ class SarMixMAEDecoderBlock(GradientCheckpointingLayer):
 
 
 class BackscatterWeightedMSE(nn.Module):
-    """SAR-W-MixMAE's pixel loss: squared error weighted by `exp(-P_norm / tau)` of the target's backscatter power.
+    """SAR-W-MixMAE's pixel loss: squared error weighted by `w = exp(-P_norm / tau)` of each pixel's backscatter.
 
-    `P` is linear power recovered from the *un-normalized* input (`dB = x * std + mean`, `P = 10 ** (dB / 10)`, the
-    mean over bands for HH+HV), normalized per image to [0, 1] by its own min and max over valid pixels (or by a fixed
-    global scale). Dark pixels (water, smooth surfaces) weigh most, speckle-dominated bright outliers least. With
-    `loss_weighting="none"` every valid pixel weighs 1 (plain MixMAE).
+    `P = mean over bands of 10 ** (dB / 10)` is the linear backscatter power (the mean of HH and HV power for two
+    bands), with `dB` read from the input `config.backscatter_power_source` names: the calibrated, clipped sigma0 in
+    dB that the image processor returns as `backscatter_db` (physical power), or the model input itself (the
+    SAR-W-MixMAE authors' code). `P_norm` is `P` normalized to [0, 1] by each image's own min and max over its valid
+    pixels (or `clip(P / backscatter_global_max, 0, 1)`). Dark pixels (water, smooth surfaces) weigh most (`w = 1`),
+    the brightest least (`w = exp(-1 / tau)`). With `loss_weighting="none"` every valid pixel weighs 1 (plain MixMAE).
+    The weight is a constant of the loss: no gradient flows through it.
     """
 
     def __init__(self, config: SarMixMAEConfig):
         super().__init__()
         self.weighting = config.loss_weighting
+        self.power_source = config.backscatter_power_source
         self.tau = config.backscatter_tau
         self.normalization = config.backscatter_normalization
-        self.global_max = config.backscatter_global_max or 10.0 ** (config.input_clip_db[1] / 10.0)
+        self.global_max = config.backscatter_global_max or 10.0 ** (DEFAULT_CLIP_DB[1] / 10.0)
         self.reduction = config.loss_reduction
-        self.db_mean = tuple(config.input_db_mean)
-        self.db_std = tuple(config.input_db_std)
 
-    def pixel_weights(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None) -> torch.Tensor:
-        """`(B, 1, H, W)` float32 weights; 0 where `pixel_mask` is False."""
-        batch, channels, height, width = pixel_values.shape
+    @property
+    def needs_backscatter_db(self) -> bool:
+        """Whether [`pixel_weights`] needs the `backscatter_db` input."""
+        return self.weighting == "backscatter" and self.power_source == "backscatter_db"
+
+    def pixel_weights(
+        self, pixel_values: torch.Tensor, backscatter_db: torch.Tensor | None, pixel_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """`(B, 1, H, W)` float32 weights; 0 where `pixel_mask` is False.
+
+        `pixel_values` and `backscatter_db` are `(B, C, H, W)`; `backscatter_db` is read only when
+        [`needs_backscatter_db`].
+        """
+        batch, _, height, width = pixel_values.shape
         valid = (
             torch.ones(batch, 1, height, width, dtype=torch.bool, device=pixel_values.device)
             if pixel_mask is None
@@ -808,10 +968,8 @@ class BackscatterWeightedMSE(nn.Module):
         )
         if self.weighting == "none":
             return valid.float()
-        values = pixel_values.detach().float()
-        mean = torch.tensor(self.db_mean, device=values.device).view(1, channels, 1, 1)
-        std = torch.tensor(self.db_std, device=values.device).view(1, channels, 1, 1)
-        power = torch.pow(10.0, (values * std + mean) / 10.0).mean(dim=1, keepdim=True)
+        decibels = backscatter_db if self.power_source == "backscatter_db" else pixel_values
+        power = torch.pow(10.0, decibels.detach().float() / 10.0).mean(dim=1, keepdim=True)
         if self.normalization == "per_image":
             big = torch.finfo(power.dtype).max
             low = power.masked_fill(~valid, big).amin(dim=(1, 2, 3), keepdim=True)
@@ -833,13 +991,20 @@ class BackscatterWeightedMSE(nn.Module):
 
 
 class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
-    """MixMAE pretraining with the SAR-W-MixMAE loss.
+    """MixMAE pretraining (Liu et al., CVPR 2023) with the SAR-W-MixMAE loss (Caglayan et al., IGARSS 2025).
 
     One random mask `M` per batch on the last stage's grid (`mask_ratio` of the units); image `i` is mixed with image
     `B-1-i`; one encoder pass with group-masked attention; unmixing into two decoder branches per mixed image (branch 1
     keeps the `M = 0` tokens, branch 2 the `M = 1` tokens, a learned mask token elsewhere); a light transformer
     decoder predicts `encoder_stride**2 * C` pixel values per unit. Every unit of every image is predicted from the
-    branch in which it was hidden (dual reconstruction), and the backscatter-weighted MSE is taken over all of them.
+    branch in which it was hidden (dual reconstruction), and the backscatter-weighted MSE is taken over all of them
+    (the module docstring gives the formulas).
+
+    The backscatter weight needs the physical backscatter of every pixel, which the standardized `pixel_values` no
+    longer state: pass `backscatter_db`, which the image processor returns beside `pixel_values`::
+
+        inputs = processor(dn_tiles, return_tensors="pt", return_backscatter_db=True)
+        loss = model(**inputs).loss
     """
 
     def __init__(self, config: SarMixMAEConfig):
@@ -893,8 +1058,10 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor | None = None,
+        backscatter_db: torch.Tensor | None = None,
         mixing_mask: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         generator: torch.Generator | None = None,
         **kwargs,
     ) -> SarMixMAEForPreTrainingOutput:
@@ -903,13 +1070,35 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
             Normalized backscatter, as produced by `SarImageProcessor`.
         pixel_mask (`torch.BoolTensor` of shape `(batch_size, height, width)`, *optional*):
             Valid pixels; invalid ones (nodata) weigh 0 in the loss.
+        backscatter_db (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
+            The calibrated sigma0 in dB, clipped to the processor's range, that `pixel_values` standardizes (0.0 where
+            invalid): `SarImageProcessor(...)(images, return_backscatter_db=True)["backscatter_db"]`. The backscatter
+            weight is computed from it; required when `config.loss_weighting="backscatter"` with
+            `config.backscatter_power_source="backscatter_db"` (the defaults), unused otherwise.
         mixing_mask (`torch.BoolTensor` of shape `(1, h, w)` at the last stage's grid, *optional*):
             A given MixMAE mask (tests, analysis); a random one with `config.mask_ratio` otherwise.
+        output_hidden_states (`bool`, *optional*):
+            Return the encoder's hidden states (of the mixed batch).
+        output_attentions (`bool`, *optional*):
+            Return the encoder's attention weights (eager attention only; the decoder's are not returned).
         generator (`torch.Generator`, *optional*):
             Source of randomness for the mask.
         """
-        _check_input_size(self.config, pixel_values)
         height, width = pixel_values.shape[-2:]
+        self.config.check_input_size(height, width)
+        if self.loss_fn.needs_backscatter_db:
+            if backscatter_db is None:
+                raise ValueError(
+                    "the backscatter-weighted loss (loss_weighting='backscatter') needs `backscatter_db`, the clipped "
+                    "sigma0 in dB that pixel_values standardizes, shaped like pixel_values: get it from the image "
+                    "processor with processor(images, return_tensors='pt', return_backscatter_db=True), or set "
+                    "loss_weighting='none' (plain MixMAE) or backscatter_power_source='pixel_values'"
+                )
+            if backscatter_db.shape != pixel_values.shape:
+                raise ValueError(
+                    f"`backscatter_db` must have the shape of pixel_values {tuple(pixel_values.shape)}, "
+                    f"got {tuple(backscatter_db.shape)}"
+                )
         stride = self.config.encoder_stride
         units = (height // stride, width // stride)
         if mixing_mask is None:
@@ -921,6 +1110,7 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
             mixing_mask=mixing_mask,
             attention_group_mask=mixing_mask,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             return_dict=True,
         )
         latent = self.decoder_embed(outputs.last_hidden_state)  # (B, L, D)
@@ -934,7 +1124,7 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         # work.
         logits = self.decoder_pred(self.decoder_norm(gather_dual_reconstruction(decoded, flat_mask)))
 
-        weights = self.loss_fn.pixel_weights(pixel_values, pixel_mask)
+        weights = self.loss_fn.pixel_weights(pixel_values, backscatter_db, pixel_mask)
         weights_per_value = self.patchify(weights)
         if self.config.num_channels > 1:
             weights_per_value = weights_per_value.repeat_interleave(self.config.num_channels, dim=-1)
@@ -947,6 +1137,7 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
             loss_weights=weights,
             hidden_states=outputs.hidden_states,
             reshaped_hidden_states=outputs.reshaped_hidden_states,
+            attentions=outputs.attentions,
         )
 
 

@@ -42,7 +42,7 @@ from transformers import AutoModelForSemanticSegmentation
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
-from .image_processing_sar import input_kind_or_none, normalize_input_kind
+from .image_processing_sar import calibration_factor_from_tags, input_kind_from_metadata, merge_raster_tags
 
 __all__ = [
     "SAR_SEGMENTATION_CUSTOM_PIPELINES",
@@ -66,10 +66,6 @@ SAR_SEGMENTATION_CUSTOM_PIPELINES: dict[str, dict[str, Any]] = {
 """The ``custom_pipelines`` entry of a checkpoint's ``config.json``, in the form ``Pipeline.save_pretrained`` writes:
 ``impl`` is ``<module file>.<class>`` inside the checkpoint, ``pt`` names transformers Auto classes."""
 
-# Metadata that declares a raster's input kind, in the order the data layer (sarlulc.data.alos2) reads them.
-_INPUT_KIND_TAGS = ("SARLULC_INPUT_KIND", "INPUT_KIND", "SAR_INPUT_KIND", "SIGMA0_UNIT", "UNITS", "UNIT")
-_CALIBRATION_FACTOR_TAGS = ("SARLULC_CALIBRATION_FACTOR", "CALIBRATION_FACTOR")
-
 
 def read_sar_raster(path: str | os.PathLike, num_channels: int = 1) -> dict[str, Any]:
     """Read a SAR raster (band 1 HH, optional band 2 HV) and what the processor needs to interpret it.
@@ -86,12 +82,13 @@ def read_sar_raster(path: str | os.PathLike, num_channels: int = 1) -> dict[str,
 
         The input kind comes from the tag ``SARLULC_INPUT_KIND`` (dataset or band 1), else from ``INPUT_KIND``,
         ``SAR_INPUT_KIND``, ``SIGMA0_UNIT``, ``UNITS``, ``UNIT`` or band 1's unit type when their value names a kind
-        (``"dB"``, ``"amplitude"``, ...), as ``sarlulc.data`` decides it.
+        (``"dB"``, ``"amplitude"``, ...): the rules of ``image_processing_sar.input_kind_from_metadata`` and
+        ``calibration_factor_from_tags``, which ``sarlulc.data`` follows too.
 
     Raises:
         ImportError: rasterio is not installed.
         ValueError: the raster has fewer bands than ``num_channels``, an unknown ``SARLULC_INPUT_KIND`` or a
-            calibration factor tag that is not a number.
+            calibration factor tag that is not a number (the message names the file and the tag).
     """
     try:
         import rasterio
@@ -106,22 +103,13 @@ def read_sar_raster(path: str | os.PathLike, num_channels: int = 1) -> dict[str,
         bands = list(range(1, num_channels + 1))
         image = dataset.read(bands)
         valid_mask = (dataset.read_masks(bands) > 0).all(axis=0)
-        tags = {key.upper(): value for key, value in dataset.tags(1).items()}
-        tags.update({key.upper(): value for key, value in dataset.tags().items()})  # dataset tags win, as in alos2
-        declared = tags.get("SARLULC_INPUT_KIND")
-        if declared is not None:
-            input_kind = normalize_input_kind(declared)
-        else:
-            candidates = [tags[key] for key in _INPUT_KIND_TAGS if key in tags]
-            candidates += [dataset.units[0]] if dataset.units and dataset.units[0] else []
-            input_kind = next((kind for kind in map(input_kind_or_none, candidates) if kind is not None), None)
-        factor_tag = next((key for key in _CALIBRATION_FACTOR_TAGS if key in tags), None)
+        tags = merge_raster_tags(dataset.tags(), dataset.tags(1))
+        units = dataset.units[0] if dataset.units else None
         try:
-            factor = None if factor_tag is None else float(tags[factor_tag])
+            input_kind = input_kind_from_metadata(tags, units)
+            factor = calibration_factor_from_tags(tags)
         except ValueError as err:
-            raise ValueError(
-                f"{path}: tag {factor_tag}={tags[factor_tag]!r} is not a calibration factor in dB"
-            ) from err
+            raise ValueError(f"{path}: {err}") from err
         return {
             "image": image,
             "valid_mask": valid_mask,

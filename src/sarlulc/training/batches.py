@@ -196,6 +196,10 @@ class TileNormalization:
             std=tuple(float(v) for v in processor.image_std),
         )
 
+    def clip(self, images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``images`` ``(B, C, H, W)`` dB -> clipped dB, 0.0 where invalid: the processor's ``backscatter_db``."""
+        return images.float().clamp(*self.clip_db) * valid.unsqueeze(1)
+
     def __call__(self, images: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """``images`` ``(B, C, H, W)`` dB, ``valid`` ``(B, H, W)`` bool -> ``pixel_values`` ``(B, C, H, W)`` float32."""
         if images.shape[1] != len(self.mean):

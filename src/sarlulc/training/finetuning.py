@@ -38,7 +38,7 @@ from ..data.tiles import SpatialSplit, band_statistics
 from ..errors import UsageError
 from ..metrics import load_metric
 from ..models.configuration_sar_lulc import SarLulcConfig
-from ..models.image_processing_sar import SarImageProcessor
+from ..models.image_processing_sar import DEFAULT_CLIP_DB, SarImageProcessor
 from ..models.modeling_sar_lulc import SarLulcForSemanticSegmentation
 from .augment import AugmentConfig, augment_batch, augment_config
 from .batches import (
@@ -206,16 +206,17 @@ def _evaluation(
     return evaluate
 
 
-def _processor(args: FinetuningArguments, tiles: Any, clip_db: list[float], progress: bool) -> SarImageProcessor:
+def _processor(args: FinetuningArguments, tiles: Any, progress: bool) -> SarImageProcessor:
     """The pretraining checkpoint's processor (its encoder learned on that normalization), else the tiles' statistics."""
     if args.pretrained is not None:
         if (Path(args.pretrained) / "preprocessor_config.json").is_file():
             return SarImageProcessor.from_pretrained(args.pretrained)
-        config = json.loads((Path(args.pretrained) / "config.json").read_text())
-        return SarImageProcessor(
-            clip_db=config["input_clip_db"], image_mean=config["input_db_mean"], image_std=config["input_db_std"]
+        raise UsageError(
+            f"the pretraining checkpoint {args.pretrained} has no preprocessor_config.json: it records the input "
+            "normalization its encoder learned on, which fine-tuning must reuse; copy it from the pretraining run's "
+            "output folder (scripts/pretrain.py writes it)"
         )
-    return SarImageProcessor.from_band_statistics(band_statistics(tiles, tuple(clip_db), progress=progress))
+    return SarImageProcessor.from_band_statistics(band_statistics(tiles, DEFAULT_CLIP_DB, progress=progress))
 
 
 def _build_model(args: FinetuningArguments, config: SarLulcConfig) -> SarLulcForSemanticSegmentation:
@@ -225,21 +226,6 @@ def _build_model(args: FinetuningArguments, config: SarLulcConfig) -> SarLulcFor
         except ValueError as err:
             raise UsageError(f"--pretrained {args.pretrained}: {err}") from err
     return SarLulcForSemanticSegmentation(config)
-
-
-def _with_normalization(config: SarLulcConfig, processor: SarImageProcessor) -> SarLulcConfig:
-    """The config whose encoder documents the processor's normalization (``input_db_*``)."""
-    values = config.to_dict()
-    backbone = dict(values["backbone_config"])
-    if backbone["num_channels"] != processor.num_channels:
-        raise UsageError(
-            f"the encoder expects {backbone['num_channels']} bands but the data/processor has {processor.num_channels}"
-        )
-    backbone.update(
-        input_db_mean=processor.image_mean, input_db_std=processor.image_std, input_clip_db=processor.clip_db
-    )
-    values["backbone_config"] = backbone
-    return SarLulcConfig.from_dict(values)
 
 
 def run_finetuning(
@@ -300,13 +286,17 @@ def _finetune(
 
     def statistics() -> tuple[np.ndarray, np.ndarray, SarImageProcessor]:
         histograms = label_histogram(train_tiles, progress=progress), label_histogram(eval_tiles, progress=progress)
-        return *histograms, _processor(args, train_tiles, config.backbone_config.input_clip_db, progress)
+        return *histograms, _processor(args, train_tiles, progress)
 
     train_histogram, eval_histogram, processor = computed_on_main_process(accelerator, statistics)
     check_label_ids(train_histogram, scheme, f"split {args.train_split!r} of {tile_args.train_data}")
     check_label_ids(eval_histogram, scheme, f"split {args.eval_split!r} of {tile_args.train_data}")
     config.class_frequencies = train_histogram[: scheme.num_classes].tolist()
-    config = _with_normalization(config, processor)
+    if config.backbone_config.num_channels != processor.num_channels:
+        raise UsageError(
+            f"the encoder expects {config.backbone_config.num_channels} bands but the data/processor has "
+            f"{processor.num_channels}"
+        )
     normalization = TileNormalization.from_processor(processor)
 
     set_seed(loop_args.seed)

@@ -1,10 +1,9 @@
 """SAR-W-MixMAE pretraining on unlabeled tiles (the logic behind ``sarlulc pretrain`` and ``scripts/pretrain.py``).
 
 Steps: validate every option (before anything heavy), tile or load the training data, compute the band statistics of
-the training tiles and write them into both the model config (``input_db_mean`` / ``input_db_std`` /
-``input_clip_db``, which the backscatter-weighted loss needs to recover linear power) and the image processor, then run
-the shared loop (:func:`sarlulc.training.loop.train`) with a loss that augments the batch, normalizes it and draws
-the mixing mask from the step's generator.
+the training tiles and build the image processor from them (the one home of the input normalization), then run the
+shared loop (:func:`sarlulc.training.loop.train`) with a loss that augments the batch, normalizes it, hands the
+clipped dB to the backscatter-weighted loss and draws the mixing mask from the step's generator.
 
 The output folder is a ``SarMixMAEForPreTraining`` checkpoint (``config.json``, ``model.safetensors``, remote code)
 with ``preprocessor_config.json``, ``band_statistics.json``, ``training_args.json`` and ``all_results.json``; it is
@@ -22,10 +21,10 @@ from torch import nn
 from sarlulc_cli.arguments import AugmentArguments, PretrainingArguments, PretrainingLoopArguments, TileArguments
 
 from ..data.classes import get_scheme
-from ..data.tiles import BandStatistics, band_statistics
+from ..data.tiles import band_statistics
 from ..errors import UsageError
 from ..models.configuration_sar_mixmae import SarMixMAEConfig
-from ..models.image_processing_sar import SarImageProcessor
+from ..models.image_processing_sar import DEFAULT_CLIP_DB, SarImageProcessor
 from ..models.modeling_sar_mixmae import SarMixMAEForPreTraining
 from .augment import AugmentConfig, augment_batch, augment_config
 from .batches import (
@@ -70,24 +69,15 @@ def pretraining_loss(
     normalization: TileNormalization,
     augment: AugmentConfig,
 ) -> torch.Tensor:
-    """Augment in dB, normalize like the image processor, and return the SAR-W-MixMAE loss.
+    """Augment in dB, normalize like the image processor, and return the SAR-W-MixMAE loss (weighted by the
+    augmented images' clipped dB, as the processor's ``backscatter_db``).
 
     The mixing mask is drawn from ``generator`` inside the model, so a resumed step mixes exactly as the original did.
     """
     images, valid, _ = augment_batch(batch["images"], batch["valid"], None, augment, generator)
     pixel_values = normalization(images, valid)
-    return model(pixel_values=pixel_values, pixel_mask=valid, generator=generator).loss
-
-
-def _statistics_config(config: SarMixMAEConfig, statistics: BandStatistics) -> SarMixMAEConfig:
-    if len(statistics.mean) != config.num_channels:
-        raise UsageError(
-            f"the training tiles have {len(statistics.mean)} bands but the config expects num_channels="
-            f"{config.num_channels}"
-        )
-    values = config.to_dict()
-    values.update(input_db_mean=statistics.mean, input_db_std=statistics.std, input_clip_db=list(statistics.clip_range))
-    return SarMixMAEConfig.from_dict(values)
+    backscatter_db = normalization.clip(images, valid)
+    return model(pixel_values=pixel_values, pixel_mask=valid, backscatter_db=backscatter_db, generator=generator).loss
 
 
 def run_pretraining(
@@ -130,9 +120,13 @@ def _pretrain(
         raise UsageError(f"no training tile in {tile_args.train_data} (split {args.dataset_split!r})")
     check_encoder_input_size(config, augment.crop_size or tiles.features["image"].shape[-1], "the tile size")
     statistics = computed_on_main_process(
-        accelerator, lambda: band_statistics(tiles, tuple(config.input_clip_db), progress=progress)
+        accelerator, lambda: band_statistics(tiles, DEFAULT_CLIP_DB, progress=progress)
     )
-    config = _statistics_config(config, statistics)
+    if len(statistics.mean) != config.num_channels:
+        raise UsageError(
+            f"the training tiles have {len(statistics.mean)} bands but the config expects num_channels="
+            f"{config.num_channels}"
+        )
     processor = SarImageProcessor.from_band_statistics(statistics)
     normalization = TileNormalization.from_processor(processor)
 
