@@ -46,7 +46,7 @@ from sarlulc.flops import pretraining_flops, segmentation_flops
 from sarlulc.models.image_processing_sar import SarImageProcessor
 from sarlulc.models.modeling_sar_mixmae import SarMixMAEModel, random_mixing_mask
 
-# Encoder dimensions of the compared models. The decoder widths are METHOD.md's (tiny: 128/2/4, base: 512/8/16).
+# Encoder dimensions of the compared models. The decoder widths are those of docs/method.md, section 2 (tiny: 128/2/4, base: 512/8/16).
 DIMS = {
     "tiny": dict(embed_dim=48, depths=[1, 1, 2, 1], num_heads=[2, 4, 8, 16], decoder=(128, 2, 4), seg_hidden=128),
     "base": dict(embed_dim=128, depths=[2, 2, 18, 2], num_heads=[4, 8, 16, 32], decoder=(512, 8, 16), seg_hidden=512),

@@ -384,3 +384,21 @@ def test_the_segmentation_model_still_gets_the_stages_its_decoder_needs(tmp_path
     assert model.backbone.out_features == ["stem", "stage1", "stage2", "stage3", "stage4"]
     with torch.no_grad():
         assert model(torch.randn(1, 1, SIZE, SIZE)).logits.shape == (1, 9, SIZE, SIZE)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# outputs that generic transformers utilities can compare
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_pretraining_mask_is_a_float_that_round_trips_as_the_mixing_mask():
+    """transformers' output-equivalence checks subtract outputs, which a bool tensor refuses: the mask is a float, as
+    ViTMAE's, and `mask.bool()` reproduces the mixing mask that was used (the same loss when passed back in)."""
+    model, inputs = build("pretraining")
+    with torch.no_grad():
+        outputs = model(**inputs)
+        again = model(**{**inputs, "mixing_mask": outputs.mask.bool().reshape(inputs["mixing_mask"].shape)})
+    assert outputs.mask.dtype == torch.float32
+    assert torch.equal(outputs.mask.bool(), inputs["mixing_mask"].reshape(1, -1))
+    assert (outputs.mask - outputs.mask).abs().max() == 0  # the subtraction the common tests make
+    assert torch.equal(again.loss, outputs.loss)

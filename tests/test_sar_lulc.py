@@ -85,6 +85,27 @@ def test_hub_configs_load(name):
     assert config.backbone_config.out_features == ["stem", "stage1", "stage2", "stage3", "stage4"]
 
 
+@pytest.mark.parametrize("name", ["sar-mixmae-tiny", "sar-mixmae-base", "sar-lulc-tiny", "sar-lulc-base", "sar-water-base"])
+def test_hub_configs_carry_their_image_processor(name):
+    """Every ready-made configuration folder loads its preprocessing like its model config, through the Auto class,
+    without remote code: the processor's band count is the encoder's."""
+    from transformers import AutoImageProcessor
+
+    from sarlulc import SarImageProcessor
+
+    folder = os.path.join(REPO, "hub_configs", name)
+    processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=False)
+    config = AutoConfig.from_pretrained(folder)
+    encoder = getattr(config, "backbone_config", config)
+    assert type(processor) is SarImageProcessor
+    assert processor.num_channels == encoder.num_channels == len(processor.image_mean)
+    # the file is the processor's own serialization (every field written), not a hand-made subset
+    with open(os.path.join(folder, "preprocessor_config.json")) as handle:
+        saved = json.load(handle)
+    fields = {key: value for key, value in processor.to_dict().items() if not key.startswith("_")}
+    assert {key: saved.get(key) for key in fields} == fields
+
+
 def test_each_switch_changes_the_architecture():
     variants = {
         (inj, ref): SarLulcForSemanticSegmentation(small_config(use_highres_injection=inj, use_refine_up_head=ref))

@@ -124,7 +124,7 @@ CARD_HYPERPARAMETERS = (
     "seed",
 )
 PAPER_RESULTS = {"lulc_miou": 50.26, "water_iou_pretrained": 93.64, "water_iou_scratch": 90.06}
-"""What the paper reports on real Japan-wide ALOS-2 data (METHOD.md section 5), in percent."""
+"""What the paper reports on real Japan-wide ALOS-2 data (docs/method.md, section 4), in percent."""
 
 INPUT_KIND_DESCRIPTIONS = {
     "dn": "ALOS-2 L1.5/L2.1 amplitude digital numbers",
@@ -461,7 +461,7 @@ def _eval_results(run: TrainedRun, task_name: str, dataset: Mapping[str, str]) -
 
 
 def _refinements(config: SarLulcConfig) -> list[dict[str, str]]:
-    """State and settings of the three refinements (METHOD.md section 3), as the card's table rows."""
+    """State and settings of the three refinements (docs/method.md, section 3), as the card's table rows."""
     if config.use_highres_injection:
         detail = f"; detail stem {config.highres_channels} channels" if "detail" in config.highres_sources else ""
         injection = ("on", f"sources: {', '.join(config.highres_sources)}{detail}")

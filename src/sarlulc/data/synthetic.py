@@ -9,7 +9,7 @@ the real problem that matter to the models:
   tributaries and roads (1-12 px wide: thin structures); rare small classes (solar farms, bare patches, greenhouses,
   coastal wetland; each well under 2 % of the pixels);
 * **backscatter**: each region (parcel, forest stand, city block, river...) draws its mean sigma0 in dB from its
-  material's range (:data:`MATERIALS`, inside the literature ranges of METHOD.md section 1, :data:`CLASS_SIGMA0_DB`);
+  material's range (:data:`MATERIALS`, inside the literature ranges of :data:`CLASS_SIGMA0_DB`, docs/method.md section 6);
   low-frequency texture and terrain modulate it; cities get double-bounce bright points, solar farms are dark with
   bright frames;
 * **speckle**: intensity is multiplied by Gamma(shape=L, scale=1/L) noise (L looks), so the coefficient of variation
@@ -86,7 +86,7 @@ CLASS_SIGMA0_DB: dict[int, tuple[float, float]] = {
     13: (-18.0, -10.0),  # Wetland
     14: (-4.0, 4.0),  # Greenhouse
 }
-"""Literature range of each JAXA source class's mean L-band HH sigma0 in dB (METHOD.md section 1). The generator's
+"""Literature range of each JAXA source class's mean L-band HH sigma0 in dB (docs/method.md, section 6). The generator's
 materials draw their region means inside these, so a class's mean sigma0 (a linear mean, in dB) lies in its range."""
 
 

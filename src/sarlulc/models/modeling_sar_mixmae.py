@@ -108,8 +108,10 @@ class SarMixMAEForPreTrainingOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(batch_size, num_units, encoder_stride**2 * num_channels)`):
             Per-image reconstruction of every mixing unit, each predicted by the decoder branch in which it was
             hidden, in the (per-patch normalized, if `norm_pix_loss`) target space. `unpatchify` turns it into images.
-        mask (`torch.BoolTensor` of shape `(1, num_units)`):
-            The mixing mask `M` shared by the batch: `True` where a mixed image holds its partner's token.
+        mask (`torch.FloatTensor` of shape `(1, num_units)`):
+            The mixing mask `M` shared by the batch: 1.0 where a mixed image holds its partner's token, 0.0 where it
+            holds its own. A float, as `ViTMAEForPreTraining`'s mask, so that generic output utilities (which subtract
+            and compare outputs) work on it; `mask.bool()` gives the boolean mask that `mixing_mask=` accepts.
         loss_weights (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`):
             Per-pixel weight of the squared error (0 on invalid pixels).
         hidden_states, reshaped_hidden_states, attentions:
@@ -1133,7 +1135,7 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         return SarMixMAEForPreTrainingOutput(
             loss=loss,
             logits=logits,
-            mask=mixing_mask.reshape(1, -1),
+            mask=mixing_mask.reshape(1, -1).to(logits.dtype),
             loss_weights=weights,
             hidden_states=outputs.hidden_states,
             reshaped_hidden_states=outputs.reshaped_hidden_states,
