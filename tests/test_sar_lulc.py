@@ -85,7 +85,9 @@ def test_hub_configs_load(name):
     assert config.backbone_config.out_features == ["stem", "stage1", "stage2", "stage3", "stage4"]
 
 
-@pytest.mark.parametrize("name", ["sar-mixmae-tiny", "sar-mixmae-base", "sar-lulc-tiny", "sar-lulc-base", "sar-water-base"])
+@pytest.mark.parametrize(
+    "name", ["sar-mixmae-tiny", "sar-mixmae-base", "sar-lulc-tiny", "sar-lulc-base", "sar-water-base"]
+)
 def test_hub_configs_carry_their_image_processor(name):
     """Every ready-made configuration folder loads its preprocessing like its model config, through the Auto class,
     without remote code: the processor's band count is the encoder's."""
