@@ -308,7 +308,9 @@ class Alos2Scene:
             _check_georeferencing(self._dataset, self.path, "scene")
             with _data_errors(self.path, "reading the scene metadata"):
                 self.input_kind = resolve_input_kind(self._dataset, self.bands[0], input_kind)
-            self.calibration_factor = self._resolve_calibration_factor(calibration_factor)
+            self.calibration_factor, self._calibration_factor_source = self._resolve_calibration_factor(
+                calibration_factor
+            )
             self._nodata = [self._dataset.nodatavals[b - 1] for b in self.bands]
             self._uses_mask_band = [self._has_mask_band(b) for b in self.bands]
             if check:
@@ -345,19 +347,19 @@ class Alos2Scene:
                     f"{hint}"
                 )
 
-    def _resolve_calibration_factor(self, calibration_factor: float | None) -> float:
+    def _resolve_calibration_factor(self, calibration_factor: float | None) -> tuple[float, str]:
         if calibration_factor is not None:
-            return float(calibration_factor)
+            return float(calibration_factor), "argument"
         tags = _dataset_tags(self._dataset, self.bands[0])
         for key in _CALIBRATION_TAG_KEYS:
             if key in tags:
                 try:
-                    return float(tags[key])
+                    return float(tags[key]), "tag"
                 except ValueError as err:
                     raise SarLulcDataError(
                         f"scene {self.path}: tag {key}={tags[key]!r} is not a number (calibration factor in dB)"
                     ) from err
-        return DEFAULT_CALIBRATION_FACTOR
+        return DEFAULT_CALIBRATION_FACTOR, "default"
 
     def _has_mask_band(self, band: int) -> bool:
         # A nodata-derived mask is handled by value; only a real mask band (internal/.msk, alpha) needs reading.
@@ -395,6 +397,12 @@ class Alos2Scene:
         )
 
     # -- metadata ------------------------------------------------------------------------------------------------
+    @property
+    def calibration_factor_source(self) -> str:
+        """Where :attr:`calibration_factor` came from: ``"argument"``, ``"tag"`` (the scene's metadata) or
+        ``"default"`` (-83.0 dB, which a caller may replace by its own default, e.g. a checkpoint's)."""
+        return self._calibration_factor_source
+
     @property
     def crs(self) -> CRS:
         return self._dataset.crs
