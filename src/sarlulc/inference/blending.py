@@ -10,8 +10,9 @@ Contract
 
     The blended probability of class k at a pixel is ``sums[k] / (row_weight * col_weight)`` (the grid's summed window
     weights, :meth:`TileGrid.weight_sums`). The class map is the *first* argmax of the sums (:func:`first_argmax`:
-    ties go to the lower class id, like ``torch.argmax``); the sums and the probabilities have the same argmax since
-    the weights are positive. Pixels whose input is invalid are nodata in every output (:func:`encode_planes`).
+    ties go to the lower class id, like ``torch.argmax``): dividing by a positive weight keeps the order of the
+    classes, so it is the argmax of the probabilities too, short of two sums within a float32 rounding of each other.
+    Pixels whose input is invalid are nodata in every output (:func:`encode_planes`).
 
     A tile that is added overwrites the band's validity where it lies; tiles without any valid pixel are never added,
     so the band's validity is the input's validity on every finished row.

@@ -44,6 +44,7 @@ from .records import (
     RunStats,
     SceneInput,
 )
+from .tiled import check_tile_fits_model
 
 __all__ = ["calibrated_input", "predict_scene", "probe_scene"]
 
@@ -123,7 +124,7 @@ def predict_scene(
     scene = probe_scene(scene_path, input_kind=input_kind, bands=bands, calibration_factor=calibration_factor)
     loaded = load_segmentation_checkpoint(model, image_processor=image_processor)
     net = loaded.model
-    _check_tile_fits_encoder(net.config, tile)
+    check_tile_fits_model(net.config, tile)
     _check_scene_bands(scene, model_num_channels(net.config))
     scene = calibrated_input(scene, loaded.processor)
     scheme = scheme_for_id2label(net.config.id2label)
@@ -241,14 +242,6 @@ def _check_arguments(
         raise ValueError(f"probabilities must be None or one of {PROBABILITY_MODES}, got {probabilities!r}")
     if num_workers is not None and num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
-
-
-def _check_tile_fits_encoder(config: Any, tile: int) -> None:
-    # The model's own stride (32 for every sarlulc encoder, which check_tiling already enforces); a model with a
-    # coarser stride needs coarser tiles.
-    stride = int(getattr(getattr(config, "backbone_config", None), "encoder_stride", 32))
-    if tile % stride:
-        raise ValueError(f"tile must be a multiple of the model's encoder stride {stride} px, got {tile}")
 
 
 def _check_scene_bands(scene: SceneInput, model_channels: int) -> None:

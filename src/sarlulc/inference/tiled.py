@@ -10,8 +10,9 @@ Contract
     Both are built from the same pieces, so they cannot drift: the tile grid and its batches
     (:class:`~sarlulc.inference.grid.TileGrid`: reflected borders, raised-cosine window), the same model step
     (:func:`run_batch`) and the same blender (:class:`~sarlulc.inference.blending.RowBlender`). On the same
-    preprocessed input, the argmax of :func:`predict_tiled`'s probabilities is the class map ``predict_scene``
-    writes, and its probabilities x 255 rounded are the probability file's values.
+    preprocessed input, :func:`predict_tiled`'s probabilities x 255 rounded are the probability file's values, and
+    their argmax is the class map ``predict_scene`` writes (which takes the argmax of the weighted sums before the
+    division by the summed weights: the same class short of two sums within a float32 rounding of each other).
 
     Nodata: a tile without a valid pixel is not run; the probabilities of every invalid pixel are 0 in every class
     (so a pixel is valid exactly where the probabilities sum to 1). ``valid`` is the caller's mask; ``pixel_values``
@@ -30,7 +31,7 @@ import torch
 from .blending import BlendedRows, RowBlender
 from .grid import TileGrid, check_tiling
 
-__all__ = ["ModelClock", "predict_tiled", "run_batch"]
+__all__ = ["ModelClock", "check_tile_fits_model", "predict_tiled", "run_batch"]
 
 
 class ModelClock:
@@ -63,6 +64,15 @@ class ModelClock:
             torch.cuda.synchronize(self._device)
             return self._seconds + sum(start.elapsed_time(end) for start, end in self._events) / 1000.0
         return self._seconds
+
+
+def check_tile_fits_model(config: Any, tile: int) -> None:
+    """Raise ``ValueError`` unless ``tile`` is a multiple of the model's encoder stride (its last stage's cell)."""
+    # 32 for every sarlulc encoder, which check_tiling already enforces; a model with a coarser stride needs coarser
+    # tiles.
+    stride = int(getattr(getattr(config, "backbone_config", None), "encoder_stride", 32))
+    if tile % stride:
+        raise ValueError(f"tile must be a multiple of the model's encoder stride {stride} px, got {tile}")
 
 
 def run_batch(
@@ -144,6 +154,7 @@ def predict_tiled(
         if config is None:
             raise ValueError("the model has no config to take num_labels from; pass num_labels=")
         num_labels = int(config.num_labels)
+    check_tile_fits_model(getattr(model, "config", None), tile)
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
     valid = valid.to(torch.bool)
