@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from sarlulc.data.classes import IGNORE_INDEX, JAXA_14, LULC_9, WATER, ClassScheme, get_scheme
+from sarlulc.data.classes import (
+    IGNORE_INDEX,
+    JAXA_14,
+    LULC_9,
+    WATER,
+    ClassScheme,
+    get_scheme,
+    scheme_for_id2label,
+)
 
 # METHOD.md section 5, written out by hand: source code -> 9-class name.
 REMAP_9 = {
@@ -168,3 +176,57 @@ def test_bad_scheme_files_raise(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         ClassScheme.from_json(broken)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The class scheme of a model's id2label
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scheme", [LULC_9, WATER, JAXA_14])
+def test_a_built_in_schemes_names_give_that_scheme(scheme):
+    assert scheme_for_id2label(scheme.id2label) is scheme
+    # config.json stores the keys as strings; their order in the mapping does not matter
+    as_saved = {str(i): name for i, name in reversed(list(scheme.id2label.items()))}
+    assert scheme_for_id2label(as_saved) is scheme
+    assert scheme.has_source_codes
+
+
+def test_a_given_scheme_is_checked_against_the_models_names(tmp_path):
+    assert scheme_for_id2label(LULC_9.id2label, "lulc-9") is LULC_9
+    custom = get_scheme(valid_spec())
+    path = tmp_path / "toy.json"
+    custom.to_json(path)
+    assert scheme_for_id2label({0: "Water", 1: "Land"}, path) == custom  # a scheme the built-ins do not know
+    assert scheme_for_id2label({0: "Water", 1: "Land"}, valid_spec()) == custom
+    with pytest.raises(ValueError, match=r"\['Land', 'Water'\] differ from .*'toy': \['Water', 'Land'\]"):
+        scheme_for_id2label({0: "Land", 1: "Water"}, custom)  # the same names in another order
+    with pytest.raises(ValueError, match=r"differ from .*'lulc-9'"):
+        scheme_for_id2label(WATER.id2label, LULC_9)
+    with pytest.raises(ValueError, match="unknown class scheme"):
+        scheme_for_id2label(LULC_9.id2label, "lulc-10")
+
+
+def test_unknown_names_get_known_or_generated_colours_no_codes_and_their_water_class():
+    scheme = scheme_for_id2label({0: "Forest", 1: "Sea ice", 2: "built-UP", 3: "WATER"})
+    assert scheme.name == "model" and scheme.names == ["Forest", "Sea ice", "built-UP", "WATER"]
+    assert scheme.classes[2].color == LULC_9.classes[LULC_9.label2id["Built-up"]].color  # a known name, any case
+    assert scheme.classes[3].color == LULC_9.classes[LULC_9.water_id].color
+    generated = [scheme.classes[0].color, scheme.classes[1].color]
+    assert generated[0] != generated[1] and all(color not in LULC_9.colors for color in generated)
+    assert scheme.water_class == "WATER" and scheme.water_id == 3
+    assert all(cls.codes == () for cls in scheme.classes) and not scheme.has_source_codes
+    assert scheme.encode(np.array([1, 2, 3], dtype=np.uint8)).tolist() == [IGNORE_INDEX] * 3  # nothing to encode
+
+    without_water = scheme_for_id2label({0: "Forest", 1: "Sea ice"})
+    assert without_water.water_class is None and without_water.water_id is None
+    # A built-in scheme's names in another order are not that scheme: they are the model's own classes.
+    shuffled = scheme_for_id2label({0: "water", 1: "not water"})
+    assert shuffled.name == "model" and shuffled.water_id == 0
+
+
+@pytest.mark.parametrize(
+    ("id2label", "message"),
+    [({0: "a", 2: "b"}, "without gaps"), ({}, "without gaps"), ({"x": "a"}, "class ids"), ({0: "a", 1: "a"}, "dupl")],
+)
+def test_bad_id2label_raises(id2label, message):
+    with pytest.raises(ValueError, match=message):
+        scheme_for_id2label(id2label)

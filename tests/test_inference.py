@@ -4,8 +4,10 @@ processes, bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,8 +23,14 @@ from rasterio.windows import Window
 from helpers_training import TINY_ENCODER_KWARGS, free_port
 from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
 from sarlulc.data.alos2 import SarLulcDataError, dn_to_db
+from sarlulc.data.classes import scheme_for_id2label
 from sarlulc.data.synthetic import generate_scene
-from sarlulc.inference import _OutputFiles, _taper, _TileGrid, output_paths, predict_scene, scheme_for_labels
+from sarlulc.inference import Georeference, OutputSpec, SceneInput, output_paths, predict_scene, predict_tiled
+from sarlulc.inference.grid import TileGrid, taper
+from sarlulc.inference.outputs import OutputFiles
+from sarlulc.inference.pipeline import TileRowsJob
+from sarlulc.inference.records import PlaneLayout, RunStats
+from sarlulc.inference.scene import calibrated_input, probe_scene
 from sarlulc_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +142,7 @@ def test_map_has_the_scene_grid_colours_class_names_and_nodata(model, processor,
     paths = output_paths(out, "classes", water=True)
     assert sorted(os.listdir(out.parent)) == sorted(p.name for p in paths.values())  # no temporary file left
     assert report.path == out and report.extra_paths == {k: v for k, v in paths.items() if k != "classes"}
-    grid = _TileGrid(192, 320, 128, 32)
+    grid = TileGrid(192, 320, 128, 32)
     assert report.tiles > 1 and report.tiles + report.tiles_skipped == grid.num_tiles
     assert report.shape == (192, 320) and report.pixels_written == 192 * 320 and report.seconds_total > 0
 
@@ -279,15 +287,157 @@ def test_the_scene_decides_its_input_kind(model, processor, scene, tmp_path):
 
 
 def test_blending_weights_never_vanish_and_neighbours_sum_to_one():
-    taper = _taper(128, 32)
-    assert taper.min() > 0 and taper.max() == 1.0
-    np.testing.assert_allclose(taper[-32:] + taper[:32], 1.0)  # the right ramp of a tile + the left of the next
-    grid = _TileGrid(1000, 700, 128, 32)
+    weights = taper(128, 32)
+    assert weights.min() > 0 and weights.max() == 1.0
+    np.testing.assert_allclose(weights[-32:] + weights[:32], 1.0)  # the right ramp of a tile + the left of the next
+    grid = TileGrid(1000, 700, 128, 32)
     rows, cols = grid.weight_sums()
     assert rows.min() > 0 and cols.min() > 0
     assert grid.row_starts[0] == -16 and grid.row_starts[-1] == 1000 + 16 - 128
     assert np.all(np.diff(grid.row_starts) <= 96)
     np.testing.assert_allclose(rows[16 : 16 + 96 * 8], 1.0, rtol=1e-6)  # regular spacing: weights sum to one
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The pure tensor function
+# ----------------------------------------------------------------------------------------------------------------------
+def test_predict_tiled_gives_the_maps_predict_scene_writes(model, processor, scene, tmp_path):
+    """Same grid, batches, model step and blender: on the same preprocessed input, predict_tiled's argmax is the class
+    map and its probabilities x 255 are the probability file, with and without overlap."""
+    with rasterio.open(scene) as source:
+        features = processor(source.read(1), return_tensors="pt")  # 192 x 320: no padding to a multiple of 32
+    pixel_values, valid = features["pixel_values"][0], features["pixel_mask"][0].bool()
+    maps = {}
+    for overlap in (0, 32):
+        out = tmp_path / f"map_{overlap}.tif"
+        kwargs = dict(tile=128, overlap=overlap, batch_size=2)
+        predict_scene(model, scene, out, image_processor=processor, probabilities="classes", progress=False, **kwargs)
+        probabilities = predict_tiled(model, pixel_values, valid, **kwargs)
+        assert probabilities.shape == (9, 192, 320) and probabilities.dtype == torch.float32
+        assert torch.all(probabilities[:, ~valid] == 0)  # nodata: 0 in every class
+        torch.testing.assert_close(probabilities.sum(dim=0)[valid], torch.ones(int(valid.sum())))
+
+        maps[overlap] = read(out)[0][0]
+        expected = torch.where(valid, probabilities.argmax(dim=0), 255).numpy()
+        np.testing.assert_array_equal(maps[overlap], expected)
+        written = read(output_paths(out, "classes")["probabilities"])[0]
+        np.testing.assert_array_equal(written, probabilities.mul(255).round().numpy().astype(np.uint8))
+    valid_np = valid.numpy()
+    assert (maps[0] != maps[32])[valid_np].mean() > 0.01  # the overlap changes the map, so the equalities say something
+
+
+def test_predict_tiled_checks_its_inputs(model):
+    pixel_values, valid = torch.zeros(1, 64, 96), torch.ones(64, 96, dtype=torch.bool)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        predict_tiled(model, pixel_values, valid, tile=100, overlap=0)
+    with pytest.raises(ValueError, match="overlap must be in"):
+        predict_tiled(model, pixel_values, valid, tile=64, overlap=32)
+    with pytest.raises(ValueError, match=r"valid must be \(H, W\) \(64, 96\)"):
+        predict_tiled(model, pixel_values, valid[:32], tile=64, overlap=0)
+    with pytest.raises(ValueError, match=r"pixel_values must be \(C, H, W\)"):
+        predict_tiled(model, pixel_values[0], valid, tile=64, overlap=0)
+    with pytest.raises(ValueError, match=r"logits of shape \(2, 9, 64, 64\).*expected \(2, 4, 64, 64\)"):
+        predict_tiled(model, pixel_values, valid, tile=64, overlap=0, num_labels=4)
+    nothing_valid = predict_tiled(model, pixel_values, torch.zeros(64, 96, dtype=torch.bool), tile=64, overlap=0)
+    assert nothing_valid.shape == (9, 64, 96) and not nothing_valid.any()  # no tile is run
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Records and the calibration precedence
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("record", "names"),
+    [
+        (Georeference, ["height", "width", "crs", "transform"]),
+        (
+            SceneInput,
+            [
+                "path",
+                "georeference",
+                "num_channels",
+                "input_kind",
+                "bands",
+                "calibration_factor",
+                "calibration_factor_source",
+            ],
+        ),
+        (OutputSpec, ["paths", "scheme", "probabilities", "water", "tags"]),
+        (PlaneLayout, ["num_labels", "water_id", "probabilities"]),
+        (RunStats, ["tiles", "skipped", "seconds_model", "seconds_waiting"]),
+        (TileRowsJob, ["model", "processor", "open_scene", "grid", "layout", "rows", "emit_from", "device"]),
+    ],
+)
+def test_records_are_frozen_and_have_their_documented_fields(record, names):
+    fields = [field.name for field in dataclasses.fields(record)]
+    assert fields[: len(names)] == names
+    for name in fields:  # every field is named in the docstring's attribute list (several may share a line)
+        assert re.search(rf"^\s+(\w+, )*{name}(, \w+)*:", record.__doc__, flags=re.MULTILINE), name
+    assert record.__dataclass_params__.frozen
+
+
+def test_georeference_rows_and_output_spec_checks(scene, tmp_path):
+    probed = probe_scene(scene)
+    grid = probed.georeference
+    assert grid.shape == (192, 320) and probed.num_channels == 1 and probed.bands == (1,)
+    band = grid.rows(64, 100)
+    assert band.shape == (36, 320) and band.crs == grid.crs
+    assert band.transform @ (0, 0) == grid.transform @ (0, 64)  # the band's first row is the scene's row 64
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        grid.height = 1
+
+    paths = output_paths(tmp_path / "map.tif", "confidence", water=True)
+    spec = OutputSpec(paths=paths, scheme=LULC_9, probabilities="confidence", water=True)
+    assert spec.layout == PlaneLayout(num_labels=9, water_id=LULC_9.water_id, probabilities="confidence")
+    assert spec.layout.count == 3 and spec.layout.probability_planes == slice(2, 3)
+    no_water = scheme_for_id2label({0: "Forest", 1: "Bare"})
+    with pytest.raises(ValueError, match=r"class named 'water'.*'Forest', 'Bare'"):
+        OutputSpec(paths=output_paths(tmp_path / "map.tif", water=True), scheme=no_water, water=True)
+    with pytest.raises(ValueError, match="for \\['classes'\\] got paths for \\['classes', 'water'\\]"):
+        OutputSpec(paths=output_paths(tmp_path / "map.tif", water=True), scheme=LULC_9)
+
+
+def copy_with_tags(scene_path: Path, out: Path, **tags: str) -> Path:
+    """The scene's pixels and grid with only the given dataset tags (rasterio cannot delete a tag in place)."""
+    with rasterio.open(scene_path) as source:
+        profile, data = source.profile, source.read()
+    with rasterio.open(out, "w", **profile) as dataset:
+        dataset.write(data)
+        dataset.update_tags(**tags)
+    return out
+
+
+def test_calibration_factor_argument_beats_the_scene_tag_which_beats_the_processor(model, scene, tmp_path):
+    tagged = copy_with_tags(scene, tmp_path / "tagged.tif", SARLULC_CALIBRATION_FACTOR="-83.0")
+    untagged = copy_with_tags(scene, tmp_path / "untagged.tif", SARLULC_INPUT_KIND="dn")
+    other = SarImageProcessor(input_kind="dn", calibration_factor=-70.0)
+
+    assert calibrated_input(probe_scene(tagged), other).calibration_factor == -83.0
+    assert calibrated_input(probe_scene(tagged), other).calibration_factor_source == "tag"
+    from_processor = calibrated_input(probe_scene(untagged), other)
+    assert (from_processor.calibration_factor, from_processor.calibration_factor_source) == (-70.0, "processor")
+    argument = calibrated_input(probe_scene(tagged, calibration_factor=-75.0), other)
+    assert (argument.calibration_factor, argument.calibration_factor_source) == (-75.0, "argument")
+
+    kwargs = dict(tile=128, overlap=32, image_processor=other, progress=False)
+    tag_wins = read(predict_scene(model, tagged, tmp_path / "tag.tif", **kwargs).path)[0]
+    processor_wins = read(predict_scene(model, untagged, tmp_path / "processor.tif", **kwargs).path)[0]
+    argument_wins = read(
+        predict_scene(model, untagged, tmp_path / "argument.tif", calibration_factor=-83.0, **kwargs).path
+    )[0]
+    reference = read(
+        predict_scene(
+            model,
+            scene,
+            tmp_path / "reference.tif",
+            tile=128,
+            overlap=32,
+            progress=False,
+            image_processor=SarImageProcessor(input_kind="dn"),
+        ).path
+    )[0]
+    np.testing.assert_array_equal(tag_wins, reference)
+    np.testing.assert_array_equal(argument_wins, reference)
+    assert (processor_wins != reference).mean() > 0.01  # -70 dB instead of -83 dB: another map
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -399,8 +549,8 @@ def test_a_failing_reader_or_writer_thread_fails_the_call_and_leaves_no_file(
         expected = SarLulcDataError
     else:
         message = "disk full"
-        write = _OutputFiles._write_block_rows
-        monkeypatch.setattr(_OutputFiles, "_write_block_rows", fail_after(0, OSError(message), write))
+        write = OutputFiles._write_block_rows
+        monkeypatch.setattr(OutputFiles, "_write_block_rows", fail_after(0, OSError(message), write))
         expected = OSError
     threads = threading.active_count()
     with pytest.raises(expected, match=message):
@@ -485,12 +635,9 @@ def test_bad_input_is_a_clear_error_before_any_output(
 
 
 def test_unknown_classes_get_a_palette_and_water_needs_a_water_class(processor, scene, tmp_path):
-    scheme = scheme_for_labels({0: "Forest", 1: "Sea ice", 2: "Built-up"})
-    assert scheme.classes[0].color != scheme.classes[1].color
-    assert scheme.classes[2].color == LULC_9.classes[LULC_9.label2id["Built-up"]].color  # a known name keeps its colour
-    assert scheme.water_id is None
-    assert scheme_for_labels(LULC_9.id2label) is LULC_9
-    assert scheme_for_labels({"0": "land", "1": "WATER"}).water_id == 1
+    """The scheme of a model's own classes (tests/test_classes.py checks its colours) colours the map."""
+    scheme = scheme_for_id2label({0: "Forest", 1: "Sea ice", 2: "Built-up"})
+    assert scheme.name == "model" and scheme.water_id is None
 
     model = SarLulcForSemanticSegmentation(tiny_config({0: "Forest", 1: "Sea ice", 2: "Built-up"})).eval()
     with pytest.raises(ValueError, match="class named 'water'"):

@@ -20,6 +20,7 @@ Codes that appear in no class (unknown codes) and the nodata codes map to ``igno
 
 from __future__ import annotations
 
+import colorsys
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +151,12 @@ class ClassScheme:
     @property
     def label2id(self) -> dict[str, int]:
         return {c.name: c.id for c in self.classes}
+
+    @property
+    def has_source_codes(self) -> bool:
+        """Whether any class gathers label-raster source codes; a scheme without any (built from a model's class names
+        alone) cannot encode label rasters."""
+        return any(c.codes for c in self.classes)
 
     @property
     def water_id(self) -> int | None:
@@ -297,3 +304,58 @@ def id2label(scheme: str | ClassScheme | None = None) -> dict[int, str]:
 
 def label2id(scheme: str | ClassScheme | None = None) -> dict[str, int]:
     return get_scheme(scheme).label2id
+
+
+def _generated_color(index: int) -> tuple[int, int, int]:
+    # Golden-angle hue steps keep any number of generated colours apart from each other.
+    hue = (index * 0.618033988749895) % 1.0
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.65, 0.9)
+    return round(red * 255), round(green * 255), round(blue * 255)
+
+
+def _names_in_id_order(id2label: Mapping[int | str, str]) -> list[str]:
+    try:
+        ids = sorted(int(key) for key in id2label)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"id2label keys must be class ids 0..K-1, got {sorted(map(str, id2label))}") from err
+    if not ids or ids != list(range(len(ids))):
+        raise ValueError(f"id2label keys must be the class ids 0..K-1 without gaps, got {ids}")
+    by_id = {int(key): str(name) for key, name in id2label.items()}
+    return [by_id[i] for i in ids]
+
+
+def scheme_for_id2label(
+    id2label: Mapping[int | str, str], class_scheme: str | Path | Mapping | ClassScheme | None = None
+) -> ClassScheme:
+    """The class scheme of a model whose ``config.id2label`` is ``id2label`` (keys ``0..K-1``, ints or strings).
+
+    1. A given ``class_scheme`` (a name, JSON path, dict or instance, see :func:`get_scheme`) is resolved and must
+       have exactly the model's class names in the same order.
+    2. Otherwise the built-in scheme (``lulc-9``, ``water``, ``jaxa-14``) with exactly those names, if any.
+    3. Otherwise a scheme named ``"model"`` made from the names alone: each class takes the colour of a built-in class
+       of the same name (case-insensitive) or a generated one, no class has source codes
+       (:attr:`ClassScheme.has_source_codes` is False, so it cannot encode label rasters), and the class named
+       ``water`` (case-insensitive), if any, is its water class.
+
+    Raises:
+        ValueError: the keys are not ``0..K-1``, ``class_scheme`` cannot be resolved, or its class names differ from
+            the model's (the message shows both lists).
+    """
+    names = _names_in_id_order(id2label)
+    if class_scheme is not None:
+        scheme = get_scheme(class_scheme)
+        if scheme.names != names:
+            raise ValueError(
+                f"the model's classes {names} differ from those of the class scheme {scheme.name!r}: {scheme.names}"
+            )
+        return scheme
+    for scheme in SCHEMES.values():
+        if scheme.names == names:
+            return scheme
+    known = {cls.name.lower(): cls.color for scheme in SCHEMES.values() for cls in scheme.classes}
+    classes = tuple(
+        LulcClass(id=i, name=name, color=known.get(name.lower(), _generated_color(i)), codes=())
+        for i, name in enumerate(names)
+    )
+    water = next((name for name in names if name.lower() == "water"), None)
+    return ClassScheme(name="model", classes=classes, water_class=water)

@@ -55,9 +55,10 @@ from tqdm.auto import tqdm
 
 from sarlulc_cli.arguments import EvaluationArguments, InferenceArguments, SpatialSplitArguments
 
-from ..data.classes import SCHEMES, ClassScheme, get_scheme
+from ..checkpoints import load_segmentation_checkpoint
+from ..data.classes import ClassScheme, scheme_for_id2label
 from ..data.tiles import split_tile_dataset, tile_windows
-from ..errors import SarLulcDataError, UsageError
+from ..errors import SarLulcDataError, UsageError, as_usage_error
 from ..files import atomic_output, write_json, write_text_atomic
 from ..metrics import confusion_matrix, metrics_from_confusion
 from .batches import TileNormalization, collate_tiles, is_saved_dataset, spatial_split, training_view
@@ -256,36 +257,21 @@ def segmentation_report(
 # Running a model
 # ----------------------------------------------------------------------------------------------------------------------
 def load_checkpoint(model_dir: str | Path, device: torch.device | str) -> tuple[nn.Module, Any]:
-    """The segmentation model (eval mode, on ``device``) and image processor saved in ``model_dir``."""
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+    """The segmentation model (eval mode, on ``device``) and the image processor saved in ``model_dir``.
 
-    import sarlulc  # noqa: F401  (registers the Auto classes)
-
-    path = Path(model_dir)
-    if not (path / "config.json").is_file():
-        raise UsageError(f"--model_dir {model_dir}: no config.json there (give a `sarlulc finetune` output folder)")
-    if not (path / "preprocessor_config.json").is_file():
-        raise UsageError(f"--model_dir {model_dir}: no preprocessor_config.json (the input normalization is unknown)")
-    model = AutoModelForSemanticSegmentation.from_pretrained(path, trust_remote_code=False)
-    processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=False)
-    return model.to(device).eval(), processor
+    :func:`sarlulc.checkpoints.load_segmentation_checkpoint`, with the processor required (scores of a model fed the
+    wrong normalization would mean nothing) and its errors turned into :class:`UsageError` naming ``--model_dir``.
+    """
+    with as_usage_error(f"--model_dir {model_dir}: "):
+        loaded = load_segmentation_checkpoint(model_dir, device=device, require_processor=True)
+    return loaded.model.eval(), loaded.processor
 
 
 def scheme_for_model(id2label: Mapping[int, str], class_scheme: str | None = None) -> ClassScheme:
-    """The class scheme a model predicts: ``class_scheme`` if given (checked), else the known scheme with its names."""
-    names = [id2label[i] for i in range(len(id2label))]
-    if class_scheme is not None:
-        try:
-            scheme = get_scheme(class_scheme)
-        except ValueError as err:
-            raise UsageError(f"--class_scheme: {err}") from err
-        if scheme.names != names:
-            raise UsageError(f"the model's classes {names} differ from the scheme {scheme.name!r}: {scheme.names}")
-        return scheme
-    for scheme in SCHEMES.values():
-        if scheme.names == names:
-            return scheme
-    raise UsageError(f"the model's classes {names} match no built-in scheme; pass --class_scheme FILE.json")
+    """The class scheme a model predicts (:func:`sarlulc.data.classes.scheme_for_id2label`), as a usage error when
+    ``--class_scheme`` does not match the model's classes."""
+    with as_usage_error("--class_scheme: " if class_scheme is not None else ""):
+        return scheme_for_id2label(id2label, class_scheme)
 
 
 @torch.inference_mode()
@@ -380,7 +366,13 @@ def score_map(
 
     Raises:
         SarLulcDataError: a file is missing or unreadable, or the two rasters are not on the same grid.
+        UsageError: ``scheme`` has no source codes (a model's own class names), so the labels cannot be encoded.
     """
+    if not scheme.has_source_codes:
+        raise UsageError(
+            f"the class scheme {scheme.name!r} ({scheme.names}) names no label-raster codes, so {labels_path} cannot "
+            "be encoded; pass a class scheme with codes (--class_scheme NAME or FILE.json)"
+        )
     tally = tally if tally is not None else SegmentationTally(scheme.num_classes, scheme.ignore_index)
     with _open_raster(map_path, "class map") as predicted, _open_raster(labels_path, "label raster") as reference:
         _check_same_grid(predicted, reference)

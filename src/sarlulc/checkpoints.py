@@ -1,0 +1,200 @@
+"""Loading a segmentation checkpoint for prediction: the model, its image processor and where they came from.
+
+:func:`load_segmentation_checkpoint` is the one loader of the package (scene inference, evaluation, the Hub tools and
+the command line use it)::
+
+    from sarlulc.checkpoints import load_segmentation_checkpoint
+
+    loaded = load_segmentation_checkpoint("runs/lulc/best", device="cuda")
+    loaded.model, loaded.processor, loaded.folder
+
+Contract
+    ``source`` is a loaded model (used as it is), the folder of a checkpoint written by ``save_pretrained``, or a Hub
+    model id (``owner/name``), of which only the config, the weights and the processor config are downloaded into
+    the Hugging Face cache (``HF_HUB_OFFLINE=1`` uses the cached copy only). Folders are loaded with the installed
+    package's classes, never with remote code copied into the checkpoint.
+
+    The processor is, first match wins: the ``image_processor`` argument (a :class:`SarImageProcessor` or a folder
+    with ``preprocessor_config.json``), the checkpoint folder's ``preprocessor_config.json``, or the processor
+    defaults, with a :class:`UserWarning` (predictions are only right for a model trained with them).
+
+    Every problem is a :class:`ValueError` that names the source and what was expected: a missing folder (or a Hub id
+    that cannot be downloaded), a folder without ``config.json``, a model that is not a semantic-segmentation model
+    (e.g. a ``sar_mixmae`` pretraining checkpoint), a processor whose band count differs from the model's.
+
+A model loaded from a folder is in eval mode (``from_pretrained``'s default); a given model keeps its mode. Neither
+is moved unless ``device`` is given.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .models.configuration_sar_mixmae import SarMixMAEConfig
+from .models.image_processing_sar import (
+    DEFAULT_CLIP_DB,
+    DEFAULT_IMAGE_MEAN_DB,
+    DEFAULT_IMAGE_STD_DB,
+    SarImageProcessor,
+)
+
+__all__ = ["LoadedCheckpoint", "load_segmentation_checkpoint", "model_num_channels"]
+
+PROCESSOR_CONFIG = "preprocessor_config.json"
+MODEL_CONFIG = "config.json"
+_HUB_DOWNLOAD_PATTERNS = ["*.json", "*.safetensors"]  # config, weights, processor config: no remote code, no README
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A segmentation model ready to predict, with the preprocessing it expects.
+
+    Attributes:
+        model: the ``SarLulcForSemanticSegmentation`` (or any semantic-segmentation model with ``config.id2label``).
+        processor: the :class:`SarImageProcessor` its inputs go through.
+        folder: the checkpoint folder (a Hub model's snapshot in the cache), or None for a given model that was not
+            loaded from a folder that still exists.
+    """
+
+    model: torch.nn.Module
+    processor: SarImageProcessor
+    folder: Path | None
+
+
+def load_segmentation_checkpoint(
+    source: torch.nn.Module | str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    image_processor: SarImageProcessor | str | os.PathLike | None = None,
+    require_processor: bool = False,
+) -> LoadedCheckpoint:
+    """Load (or take) a segmentation model and resolve its image processor; see the module docstring.
+
+    Args:
+        source: a loaded model, a ``save_pretrained`` folder or a Hub model id.
+        device: move the model there; None leaves it where it is (a loaded checkpoint is on the CPU).
+        image_processor: the processor, or a folder holding its ``preprocessor_config.json``; None uses the
+            checkpoint's, else the defaults with a warning.
+        require_processor: refuse a checkpoint without its own processor config instead of falling back to the
+            defaults (evaluation: scores of a model fed the wrong normalization would be meaningless).
+
+    Raises:
+        ValueError: the checkpoint is missing or cannot be loaded, is not a semantic-segmentation model, or the
+            processor's band count differs from the model's.
+    """
+    if isinstance(source, torch.nn.Module):
+        model, folder = source, _folder_of(source)
+        _check_segmentation_config(getattr(model, "config", None), f"model {type(model).__name__}")
+    else:
+        folder = _local_or_downloaded(source)
+        model = _from_folder(folder)
+    num_channels = model_num_channels(model.config)
+    if require_processor and image_processor is None and (folder is None or not (folder / PROCESSOR_CONFIG).is_file()):
+        raise ValueError(
+            f"checkpoint {folder or type(model).__name__} has no {PROCESSOR_CONFIG}: its input normalization is "
+            "unknown (save the image processor with the model, as the training commands do)"
+        )
+    processor = _resolve_processor(image_processor, folder, num_channels)
+    if processor.num_channels != num_channels:
+        raise ValueError(
+            f"the image processor expects {processor.num_channels} band(s) but the model takes {num_channels}"
+        )
+    if device is not None:
+        model.to(device)
+    return LoadedCheckpoint(model=model, processor=processor, folder=folder)
+
+
+def model_num_channels(config: Any) -> int:
+    """The input bands a model takes: its encoder's ``num_channels`` (1 = HH, 2 = HH and HV); 1 when it says none."""
+    backbone = getattr(config, "backbone_config", None)
+    return int(getattr(backbone, "num_channels", None) or getattr(config, "num_channels", None) or 1)
+
+
+def _folder_of(model: torch.nn.Module) -> Path | None:
+    """The folder a loaded model came from, where its processor config may be (``from_pretrained`` records it)."""
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    return Path(name) if name and Path(name).is_dir() else None
+
+
+def _local_or_downloaded(source: str | os.PathLike) -> Path:
+    folder = Path(source)
+    if folder.is_dir():
+        return folder
+    return _download(str(source))
+
+
+def _download(source: str) -> Path:
+    """A Hub model id (``owner/name``) as a local snapshot of its config, weights and processor config."""
+    if not _REPO_ID.match(source) or source.endswith((".tif", ".tiff", ".json")):
+        raise ValueError(f"checkpoint {source} does not exist or is not a folder (expected a save_pretrained folder)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(source, allow_patterns=_HUB_DOWNLOAD_PATTERNS))
+    except Exception as err:  # offline, unknown repository, no access: say what was tried
+        raise ValueError(
+            f"checkpoint {source} is not a local folder, and downloading it as a Hub model repository failed "
+            f"({type(err).__name__}: {err})"
+        ) from err
+
+
+def _from_folder(folder: Path) -> torch.nn.Module:
+    if not (folder / MODEL_CONFIG).is_file():
+        raise ValueError(f"checkpoint {folder} has no {MODEL_CONFIG}; expected a folder written by save_pretrained")
+    from transformers import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING, AutoConfig, AutoModelForSemanticSegmentation
+
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    except (ValueError, OSError, KeyError) as err:
+        raise ValueError(f"checkpoint {folder}: its {MODEL_CONFIG} cannot be read as a model config ({err})") from err
+    _check_segmentation_config(config, f"checkpoint {folder}")
+    if type(config) not in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING:
+        raise ValueError(
+            f"checkpoint {folder} is a {config.model_type} model, not a semantic-segmentation model; expected a "
+            "sar_lulc checkpoint"
+        )
+    # The installed package's classes (registered on import), not remote code copied into the checkpoint.
+    return AutoModelForSemanticSegmentation.from_pretrained(folder, config=config, trust_remote_code=False)
+
+
+def _check_segmentation_config(config: Any, what: str) -> None:
+    """Refuse a model that cannot name per-pixel classes: the pretraining encoder, or a model without a config."""
+    if isinstance(config, SarMixMAEConfig):
+        raise ValueError(
+            f"{what} is a {config.model_type} model (the pretraining encoder), not a segmentation model; fine-tune it "
+            "into a sar_lulc model first (scripts/finetune.py)"
+        )
+    if not getattr(config, "id2label", None):
+        raise ValueError(f"{what} has no config.id2label naming its classes; expected a segmentation model")
+
+
+def _resolve_processor(
+    explicit: SarImageProcessor | str | os.PathLike | None, folder: Path | None, num_channels: int
+) -> SarImageProcessor:
+    """The explicit processor (or its folder), else the checkpoint's, else the defaults with a warning."""
+    if isinstance(explicit, SarImageProcessor):
+        return explicit
+    if explicit is not None:
+        if not (Path(explicit) / PROCESSOR_CONFIG).is_file():
+            raise ValueError(f"image_processor {explicit} is not a folder with a {PROCESSOR_CONFIG}")
+        return SarImageProcessor.from_pretrained(explicit)
+    if folder is not None and (folder / PROCESSOR_CONFIG).is_file():
+        return SarImageProcessor.from_pretrained(folder)
+    low, high = DEFAULT_CLIP_DB
+    warnings.warn(
+        f"{'the model' if folder is None else folder} has no {PROCESSOR_CONFIG}: using SarImageProcessor defaults "
+        f"(clip [{low:g}, {high:g}] dB, mean {DEFAULT_IMAGE_MEAN_DB:g} dB, std {DEFAULT_IMAGE_STD_DB:g} dB). "
+        "Predictions are only right if the model was trained with these; pass image_processor= or save the "
+        "processor with the checkpoint",
+        UserWarning,
+        stacklevel=3,
+    )
+    return SarImageProcessor(num_channels=num_channels)

@@ -1,0 +1,266 @@
+"""The output GeoTIFFs: names, checks before anything is written, atomic writing in aligned block rows.
+
+Contract
+    :func:`output_paths` names the files of an output path (the class map and its ``<stem>_<kind><suffix>`` siblings).
+    :func:`check_destination` refuses, before any file exists, outputs that exist (without ``overwrite``), are
+    folders, are the input scene, or cannot be written.
+
+    :class:`OutputFiles` opens every output of an :class:`~sarlulc.inference.records.OutputSpec` under a hidden,
+    unique temporary name in its destination folder (uint8, tiled 256 x 256, deflate, the scene's CRS and transform,
+    colour tables, band descriptions, tags), takes finished rows in order (:meth:`OutputFiles.write`) and writes them
+    in whole rows of 256-px blocks, so that every compressed block is written once. :meth:`OutputFiles.commit` closes
+    the files and renames them to their final names with ``os.replace``, the class map last, so a class map that
+    exists is complete with its siblings; :meth:`OutputFiles.discard` removes the temporary files after a failure.
+    Only complete outputs ever appear.
+
+    Probabilities go into sibling files rather than extra bands because a GeoTIFF colour table only works on a
+    single-band file. Their bands use all 256 values, so nodata is marked by an internal mask band (GDAL reads it as
+    the dataset mask) instead of a nodata value.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from .records import NODATA_CLASS, Georeference, OutputSpec
+
+__all__ = [
+    "OUTPUT_BLOCK",
+    "AlignedRows",
+    "OutputFiles",
+    "check_destination",
+    "geotiff_profile",
+    "output_paths",
+    "refuse_existing",
+    "remove_quietly",
+    "temporary_path",
+]
+
+OUTPUT_BLOCK = 256
+"""GeoTIFF tile side of every output; writes are grouped into whole rows of these blocks."""
+
+
+def output_paths(out_path: str | os.PathLike, probabilities: str | None = None, water: bool = False) -> dict[str, Path]:
+    """The files :func:`predict_scene` writes for ``out_path``: keys ``"classes"`` and, when asked for, ``"probabilities"``
+    or ``"confidence"``, and ``"water"`` (siblings named ``<stem>_<key><suffix>``)."""
+    out = Path(out_path)
+    suffix = out.suffix or ".tif"
+    paths = {"classes": out}
+    if probabilities is not None:
+        key = "probabilities" if probabilities == "classes" else "confidence"
+        paths[key] = out.with_name(f"{out.stem}_{key}{suffix}")
+    if water:
+        paths["water"] = out.with_name(f"{out.stem}_water{suffix}")
+    return paths
+
+
+def refuse_existing(paths: dict[str, Path]) -> None:
+    """Raise ``FileExistsError`` naming every output that exists."""
+    existing = [str(path) for path in paths.values() if path.exists() or path.is_symlink()]
+    if existing:
+        raise FileExistsError(f"output {', '.join(existing)} already exists; pass overwrite=True (--overwrite)")
+
+
+def check_destination(paths: dict[str, Path], scene_path: str, overwrite: bool) -> None:
+    """Refuse outputs that exist (without ``overwrite``), overwrite the scene, or cannot be written."""
+    for path in paths.values():
+        if path.is_dir():
+            raise IsADirectoryError(f"output {path} is a folder; give a file name such as {path / 'map.tif'}")
+        if Path(scene_path).exists() and path.exists() and os.path.samefile(path, scene_path):
+            raise ValueError(f"output {path} is the input scene; choose another output name")
+    if not overwrite:
+        refuse_existing(paths)
+    folder = paths["classes"].parent
+    existing = folder
+    while not existing.exists():  # a missing folder is created later, so its first existing ancestor must be writable
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"output folder {folder} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {existing} is not writable")
+
+
+def temporary_path(final: Path, label: str) -> Path:
+    """A new empty file next to ``final`` with a hidden, unique name (GDAL then writes over it).
+
+    Created with the permissions a plain new file gets (0666 less the umask), which the output keeps when it is
+    renamed; ``tempfile.mkstemp`` would make it private to its owner.
+    """
+    while True:
+        path = final.with_name(f".{final.name}.{label}-{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+        except OSError as err:
+            raise PermissionError(f"cannot write into the output folder {final.parent}: {err}") from err
+
+
+def remove_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def geotiff_profile(georeference: Georeference, count: int, **extra: Any) -> dict[str, Any]:
+    """The rasterio profile of every output: uint8, tiled in 256-px blocks, deflate, the scene's grid."""
+    return dict(
+        driver="GTiff",
+        height=georeference.height,
+        width=georeference.width,
+        count=count,
+        dtype="uint8",
+        crs=georeference.crs,
+        transform=georeference.transform,
+        tiled=True,
+        blockxsize=OUTPUT_BLOCK,
+        blockysize=OUTPUT_BLOCK,
+        compress="deflate",
+        interleave="band",
+        bigtiff="IF_SAFER",
+        **extra,
+    )
+
+
+class AlignedRows:
+    """Collects consecutive row slabs of the rows ``[first_row, end_row)`` and passes them on in whole rows of output
+    blocks (the last one may be shorter).
+
+    A compressed GeoTIFF block that is written in two parts may be compressed and stored twice (the first part
+    flushed from GDAL's cache), which wastes time and file space; whole block rows are written once.
+    """
+
+    def __init__(self, first_row: int, end_row: int, write: Callable[[int, np.ndarray], None]) -> None:
+        self._start = first_row
+        self._next = first_row
+        self._first, self._end = first_row, end_row
+        self._write = write
+        self._pending: list[np.ndarray] = []
+
+    def push(self, row: int, planes: np.ndarray) -> None:
+        """Take the planes ``(count, n, width)`` of rows ``[row, row + n)``; ``row`` must follow the previous slab."""
+        if row != self._next:
+            raise RuntimeError(f"rows arrived out of order: expected row {self._next}, got {row}")
+        self._pending.append(planes)
+        self._next += planes.shape[1]
+        aligned = self._first + (self._next - self._first) // OUTPUT_BLOCK * OUTPUT_BLOCK
+        cut = self._next if self._next >= self._end else aligned
+        if cut <= self._start:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else np.concatenate(self._pending, axis=1)
+        split = cut - self._start
+        self._write(self._start, data[:, :split])
+        self._pending = [data[:, split:]] if split < data.shape[1] else []
+        self._start = cut
+
+
+class OutputFiles:
+    """The final rasters of ``spec``, open under temporary names until :meth:`commit` renames them.
+
+    Args:
+        spec: which files, their final paths, the class scheme, the tags.
+        georeference: the scene's grid.
+    """
+
+    def __init__(self, spec: OutputSpec, georeference: Georeference) -> None:
+        self.paths = spec.paths
+        self._layout = spec.layout
+        self.temporary: dict[str, Path] = {}
+        self._datasets: dict[str, Any] = {}
+        self._aligned = AlignedRows(0, georeference.height, self._write_block_rows)
+        try:
+            for key, final in spec.paths.items():
+                self.temporary[key] = temporary_path(final, "partial")
+            self._open_classes(spec, georeference)
+            if spec.water:
+                self._open_water(spec, georeference)
+            if spec.probabilities is not None:
+                self._open_probabilities(spec, georeference)
+        except BaseException:
+            self.discard()
+            raise
+
+    def _open(self, key: str, profile: dict[str, Any], tags: dict[str, str]) -> Any:
+        dataset = rasterio.open(self.temporary[key], "w", **profile)
+        self._datasets[key] = dataset
+        dataset.update_tags(**tags)
+        return dataset
+
+    def _open_classes(self, spec: OutputSpec, georeference: Georeference) -> None:
+        scheme = spec.scheme
+        dataset = self._open("classes", geotiff_profile(georeference, 1, nodata=NODATA_CLASS), spec.tags)
+        dataset.write_colormap(1, scheme.colormap())
+        dataset.set_band_description(1, f"class id ({scheme.name}); {NODATA_CLASS} = no data")
+        dataset.update_tags(1, **{f"CLASS_{cls.id}": cls.name for cls in scheme.classes})
+
+    def _open_water(self, spec: OutputSpec, georeference: Georeference) -> None:
+        scheme = spec.scheme
+        dataset = self._open("water", geotiff_profile(georeference, 1, nodata=NODATA_CLASS), spec.tags)
+        water_color = scheme.classes[scheme.water_id].color
+        dataset.write_colormap(1, {0: (200, 200, 200, 255), 1: (*water_color, 255), NODATA_CLASS: (0, 0, 0, 0)})
+        dataset.set_band_description(1, f"water mask: 1 = {scheme.water_class}, 0 = other, {NODATA_CLASS} = no data")
+
+    def _open_probabilities(self, spec: OutputSpec, georeference: Georeference) -> None:
+        scheme = spec.scheme
+        if spec.probabilities == "classes":
+            key, names = "probabilities", [f"probability of {cls.name} x 255" for cls in scheme.classes]
+        else:
+            key, names = "confidence", ["probability of the predicted class x 255"]
+        dataset = self._open(key, geotiff_profile(georeference, len(names)), spec.tags)
+        dataset.scales = (1 / 255,) * len(names)
+        dataset.offsets = (0.0,) * len(names)
+        for band, name in enumerate(names, start=1):
+            dataset.set_band_description(band, name)
+        if key == "probabilities":
+            for cls in scheme.classes:
+                dataset.update_tags(cls.id + 1, CLASS_ID=str(cls.id), CLASS_NAME=cls.name)
+
+    def write(self, row: int, planes: np.ndarray) -> None:
+        """Write the uint8 planes ``(layout.count, n, width)`` of scene rows ``[row, row + n)``."""
+        self._aligned.push(row, planes)
+
+    def _write_block_rows(self, row: int, planes: np.ndarray) -> None:
+        window = Window(0, row, planes.shape[2], planes.shape[1])
+        self._datasets["classes"].write(planes[0], 1, window=window)
+        if self._layout.water_plane is not None:
+            self._datasets["water"].write(planes[self._layout.water_plane], 1, window=window)
+        probability_planes = self._layout.probability_planes
+        if probability_planes is not None:
+            dataset = self._datasets["probabilities" if self._layout.probabilities == "classes" else "confidence"]
+            dataset.write(planes[probability_planes], window=window)
+            # The internal mask band marks nodata: probabilities use all 256 values.
+            dataset.write_mask(np.where(planes[0] == NODATA_CLASS, 0, 255).astype(np.uint8), window=window)
+
+    def close(self) -> None:
+        for dataset in self._datasets.values():
+            dataset.close()
+
+    def commit(self, overwrite: bool) -> None:
+        """Close the files and move them to their final names, the class map last."""
+        self.close()
+        if not overwrite:
+            refuse_existing(self.paths)
+        for key in sorted(self.temporary, key=lambda k: k == "classes"):
+            os.replace(self.temporary[key], self.paths[key])
+        self.temporary = {}
+
+    def discard(self) -> None:
+        """Close and delete the temporary files (after a failure)."""
+        for dataset in self._datasets.values():
+            try:
+                dataset.close()
+            except Exception:  # the file goes away anyway; the original error matters
+                pass
+        for path in self.temporary.values():
+            remove_quietly(path)
+        self.temporary = {}
