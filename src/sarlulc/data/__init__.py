@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .classes import IGNORE_INDEX, JAXA_14, LULC_9, WATER, ClassScheme, LulcClass, get_scheme
+from .classes import IGNORE_INDEX, JAXA_14, LULC_9, WATER, ClassScheme, LulcClass, get_scheme, scheme_for_id2label
 
 if TYPE_CHECKING:
     from .alos2 import (
@@ -135,6 +135,7 @@ __all__ = [
     "linear_to_db",
     "open_labels",
     "open_scene",
+    "scheme_for_id2label",
     "split_tile_dataset",
     "tile_dataset",
     "tile_features",

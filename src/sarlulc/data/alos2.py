@@ -57,6 +57,7 @@ from rasterio.windows import Window
 
 # The calibration lives with the image processor (remote code that every checkpoint carries), so that training data and
 # inference preprocessing can never drift apart.
+from ..errors import SarLulcDataError
 from ..models.image_processing_sar import (
     CALIBRATION_FACTOR_TAG,
     DEFAULT_CALIBRATION_FACTOR,
@@ -102,10 +103,6 @@ _GEOTIFF_SUFFIXES = (".tif", ".tiff")
 _GEOTIFF_DRIVERS = ("GTiff", "COG")
 _LABEL_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32")
 _CHECK_READ_SIZE = 256  # longest side of the decimated read used for cheap whole-scene checks
-
-
-class SarLulcDataError(ValueError):
-    """A raster (scene or labels) that cannot be used: unreadable, corrupt, wrongly shaped or misaligned."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------

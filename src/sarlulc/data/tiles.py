@@ -47,8 +47,9 @@ import numpy as np
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from ..errors import SarLulcDataError
 from ..models.image_processing_sar import DEFAULT_CLIP_DB
-from .alos2 import Alos2Scene, LabelRaster, SarLulcDataError, open_labels, open_scene
+from .alos2 import Alos2Scene, LabelRaster, open_labels, open_scene
 from .classes import ClassScheme, get_scheme
 
 __all__ = [

@@ -28,8 +28,9 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..checkpoints import load_segmentation_checkpoint, model_num_channels
-from ..data.alos2 import POLARIZATIONS, SarLulcDataError, open_scene
+from ..data.alos2 import POLARIZATIONS, open_scene
 from ..data.classes import ClassScheme, scheme_for_id2label
+from ..errors import SarLulcDataError
 from ..models.image_processing_sar import SarImageProcessor
 from .distributed import ProcessShare, predict_distributed, process_state
 from .grid import TileGrid, check_tiling
