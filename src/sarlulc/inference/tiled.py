@@ -67,12 +67,15 @@ class ModelClock:
 
 
 def check_tile_fits_model(config: Any, tile: int) -> None:
-    """Raise ``ValueError`` unless ``tile`` is a multiple of the model's encoder stride (its last stage's cell)."""
-    # 32 for every sarlulc encoder, which check_tiling already enforces; a model with a coarser stride needs coarser
-    # tiles.
-    stride = int(getattr(getattr(config, "backbone_config", None), "encoder_stride", 32))
-    if tile % stride:
-        raise ValueError(f"tile must be a multiple of the model's encoder stride {stride} px, got {tile}")
+    """Raise ``ValueError`` unless ``tile`` x ``tile`` inputs fit the model's encoder.
+
+    The encoder config decides (``SarMixMAEConfig.check_input_size``: multiples of its encoder stride). A model
+    without a sarlulc encoder config (any ``(B, C, H, W) -> (B, K, H, W)`` model) has no such rule beyond the grid's
+    own (:func:`~sarlulc.inference.grid.check_tiling`: multiples of 32).
+    """
+    encoder = getattr(config, "backbone_config", None)
+    if hasattr(encoder, "check_input_size"):
+        encoder.check_input_size(tile, tile, what="tile")
 
 
 def run_batch(
