@@ -205,3 +205,33 @@ def test_product_tiles_carry_warped_labels_and_the_product_id(l15):
         cols = slice(tile["col_off"], tile["col_off"] + 64)
         np.testing.assert_array_equal(tile["label"], expected[rows, cols])
     assert len({int(v) for t in tiles for v in np.unique(t["label"])} - {255}) >= 5
+
+
+def test_training_data_from_a_folder_of_products_and_a_label_folder(l15, tmp_path):
+    from sarlulc.data.tiles import SpatialSplit
+    from sarlulc.errors import UsageError
+    from sarlulc.training.batches import check_tile_arguments, load_tile_splits
+    from sarlulc_cli.arguments import TileArguments
+
+    data = tmp_path / "downloads"
+    data.mkdir()
+    shutil.copytree(l15.path, data / l15.path.name)
+    with pytest.raises(UsageError, match=r"--labels .* does not exist"):
+        check_tile_arguments(TileArguments(train_data=str(data), labels=str(tmp_path / "missing")))
+    options = dict(
+        scheme=get_scheme("lulc-9"),
+        split=SpatialSplit(group_size=1, seed=0),
+        tile_size=64,
+        labels=l15.labels,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
+    splits = load_tile_splits(data, **options)
+    rows = [row for split in splits.values() for row in split.select_columns(["product_id", "label"])]
+    assert rows and {row["product_id"] for row in rows} == {"ALOS2146686640-170209-FBDR1.5GUA"}
+    assert all((np.asarray(row["label"]) != 255).any() for row in rows)
+    # A product the label tiles do not cover is a data error naming it, before any tile is built.
+    mosaic = generate_product(data / "mosaic", "mosaic", size=96, seed=3, progress=False)
+    shutil.rmtree(mosaic.labels)
+    with pytest.raises(SarLulcDataError, match=r"has no tile covering scene .*N36E136_19"):
+        load_tile_splits(data, **options)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import math
 import shutil
 import tarfile
+import zipfile
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+import rasterio.control
 from rasterio.transform import Affine
 from rasterio.warp import transform as transform_coordinates
 from rasterio.windows import Window
@@ -507,3 +510,46 @@ def test_synth_product_writes_the_layout(tmp_path, capsys):
     assert main(["synth", "--product", "l15", "--crs", "utm", "--out", str(tmp_path)]) == 2
     assert "--crs applies to --product scene" in capsys.readouterr().err
     assert main(["synth", "--product", "mosaic", "--year", "2010", "--size", "96", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_zipped_l15_delivery_is_read_in_place(l15, tmp_path):
+    delivery = tmp_path / f"{l15.path.name}.zip"
+    with zipfile.ZipFile(delivery, "w") as archive:
+        for file in sorted(l15.path.iterdir()):
+            archive.write(file, arcname=f"{l15.path.name}/{file.name}")
+    before = listing(tmp_path)
+    with open_scene(delivery) as zipped, open_scene(l15.path) as loose:
+        assert zipped.product.product_id == loose.product.product_id and zipped.product.product_type == "l1.5"
+        assert all(path.startswith("/vsizip/") for path in zipped.product.files)
+        np.testing.assert_array_equal(zipped.read_raw(), loose.read_raw())
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # GCPs are written after creation
+def test_a_ceos_image_georeferenced_by_gcps_is_read_through_a_north_up_warp(tmp_path):
+    """The GCP branch of CEOS images, on a GeoTIFF with GCPs standing in for a SAR_CEOS image (no CEOS sample file)."""
+    folder = tmp_path / "ceos"
+    folder.mkdir()
+    for name in ("VOL-ALOS2146686640-170209-FBDR1.5GUD", "IMG-HH-ALOS2146686640-170209-FBDR1.5GUD"):
+        (folder / name).write_bytes(b"\0")
+    dn = np.arange(1, 41 * 41 + 1, dtype=np.uint16).reshape(41, 41)
+    gcp_image = tmp_path / "gcps.tif"
+    with rasterio.open(gcp_image, "w", driver="GTiff", width=41, height=41, count=1, dtype="uint16") as dst:
+        dst.write(dn, 1)
+        # A north-up grid of 0.001 degree pixels from (139.0 E, 36.0 N), told by its four corners.
+        corners = [(0, 0), (0, 41), (41, 0), (41, 41)]
+        dst.gcps = (
+            [
+                rasterio.control.GroundControlPoint(row, col, 139.0 + 0.001 * col, 36.0 - 0.001 * row)
+                for row, col in corners
+            ],
+            rasterio.crs.CRS.from_epsg(4326),
+        )
+    layout = replace(recognize(folder), band_files=(("HH", str(gcp_image)),), driver=None)
+    with ProductScene(layout) as scene:
+        assert scene.crs.to_epsg() == 4326 and scene.transform.a == pytest.approx(0.001, rel=1e-3)
+        raw = scene.read_raw()[0]
+        # Nearest neighbour keeps the DNs; the centre of the warped grid is the centre of the image.
+        assert set(np.unique(raw)) - {0} <= set(dn.ravel())
+        centre = raw[scene.height // 2, scene.width // 2]
+        assert centre == dn[20, 20]

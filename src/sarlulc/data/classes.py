@@ -16,6 +16,10 @@ that another LULC product with other codes is one JSON file away::
     }
 
 Codes that appear in no class (unknown codes) and the nodata codes map to ``ignore_index`` (255).
+
+Built-in schemes: ``lulc-9`` (the paper's 9 classes, the default), ``water`` (water vs the rest), ``jaxa-14`` (every
+JAXA code, with this package's names and colours), and JAXA's own HRLULC versions ``jaxa-hrlulc-v21.11`` (12 classes)
+and ``jaxa-hrlulc-v23.12`` (14 classes) with JAXA's class names (docs/products.md gives the sources).
 """
 
 from __future__ import annotations

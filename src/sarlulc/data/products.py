@@ -31,6 +31,7 @@ PALSAR-2). DN 0 is no data. Every problem raises :class:`SarLulcDataError` namin
 
 from __future__ import annotations
 
+import functools
 import re
 import tarfile
 import zipfile
@@ -230,7 +231,25 @@ def _is_archive(path: str | Path) -> bool:
 
 
 def _archive_members(archive: Path) -> list[str]:
-    """The file members of an archive, in archive order; a corrupt archive is a SarLulcDataError naming it."""
+    """The file members of an archive, in archive order; a corrupt archive is a SarLulcDataError naming it.
+
+    Listing a ``.tar.gz`` decompresses all of it, so the listing is remembered for the process (keyed by the file's
+    size and modification time): reopening a product, or opening it again to tile it, lists it once, as GDAL does
+    for its own reads through ``/vsitar/``.
+    """
+    if not archive.is_file():
+        raise SarLulcDataError(f"archive {archive} does not exist")
+    stat = archive.stat()
+    return list(_cached_members(str(archive.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_members(archive: str, size: int, mtime_ns: int) -> tuple[str, ...]:
+    del size, mtime_ns  # part of the cache key only: a rewritten archive is listed again
+    return tuple(_list_archive(Path(archive)))
+
+
+def _list_archive(archive: Path) -> list[str]:
     try:
         if str(archive).lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as handle:
@@ -643,10 +662,9 @@ class ProductScene(SarScene):
         self.path = layout.where
         self.mask_invalid = _check_mask_invalid(mask_invalid)
         where = f"{layout.product_type} product {layout.where}"
-        default = None
         if layout.default_polarizations is not None and bands is None and polarizations is None:
-            polarizations = layout.default_polarizations
-        self.bands = select_polarizations(layout.polarizations, bands, polarizations, where, default)
+            polarizations = layout.default_polarizations  # an image file was named: its polarization alone
+        self.bands = select_polarizations(layout.polarizations, bands, polarizations, where)
         self.polarizations = tuple(layout.polarizations[b - 1] for b in self.bands)
         self.input_kind = "dn" if input_kind is None else normalize_input_kind(input_kind)
         self.backscatter = layout.backscatter
@@ -780,7 +798,7 @@ class ProductScene(SarScene):
     def _read_inside(self, window: Window) -> np.ndarray:
         out = np.empty((self.count, int(window.height), int(window.width)), dtype=np.dtype(self.dtype))
         for i, dataset in enumerate(self._handles.bands):
-            with data_errors(dataset.name, f"reading {self.polarizations[i]} at {window}"):
+            with data_errors(dataset.name, f"reading {self.polarizations[i]}"):
                 dataset.read(1, window=window, out=out[i])
         return out
 
@@ -788,7 +806,7 @@ class ProductScene(SarScene):
         mask = self._handles.mask
         if mask is None:
             return None
-        with data_errors(mask.name, f"reading the mask at {window}"):
+        with data_errors(mask.name, "reading the mask"):
             return self._mask_lut[mask.read(1, window=window)]
 
     def _read_decimated(self, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -346,12 +346,14 @@ class SarScene:
 
     # -- reads -----------------------------------------------------------------------------------------------------
     def _calibrate(self, raw: np.ndarray, extra_valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(db, valid)`` of raw values ``(C, h, w)``: every band calibrated, valid where all bands and ``extra_valid``
+        are, 0.0 elsewhere in every band."""
         db = np.empty(raw.shape, dtype=np.float32)
         valid = np.ones(raw.shape[1:], dtype=bool) if extra_valid is None else extra_valid.copy()
         for i, nodata in enumerate(self._nodata):
             db[i], band_valid = calibrate_to_db(raw[i], self.input_kind, self.calibration_factor, nodata)
             valid &= band_valid
-        db[:, ~valid] = 0.0
+        np.copyto(db, np.float32(0.0), where=~valid)  # broadcast over the bands
         return db, valid
 
     def read_raw(self, window: Window | None = None) -> np.ndarray:
@@ -371,9 +373,11 @@ class SarScene:
         """
         window = window_or_full(window, *self.shape)
         out_h, out_w = int(window.height), int(window.width)
+        clipped = clip_window(window, *self.shape)
+        if clipped is not None and clipped[0].height == out_h and clipped[0].width == out_w:
+            return self._calibrate(self._read_inside(window), self._validity_inside(window))  # inside: no padding
         db = np.zeros((self.count, out_h, out_w), dtype=np.float32)
         valid = np.zeros((out_h, out_w), dtype=bool)
-        clipped = clip_window(window, *self.shape)
         if clipped is None:
             return db, valid
         inside, (rows, cols) = clipped
