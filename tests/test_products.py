@@ -553,3 +553,18 @@ def test_a_ceos_image_georeferenced_by_gcps_is_read_through_a_north_up_warp(tmp_
         assert set(np.unique(raw)) - {0} <= set(dn.ravel())
         centre = raw[scene.height // 2, scene.width // 2]
         assert centre == dn[20, 20]
+
+
+def test_scene_sources_of_a_folder_mix_products_and_geotiffs(mosaic, tmp_path):
+    from sarlulc.data.synthetic import generate_scene
+    from sarlulc.data.tiles import find_scene_sources
+
+    shutil.copy(mosaic.path, tmp_path / mosaic.path.name)
+    shutil.copytree(mosaic.extracted, tmp_path / "tile" / mosaic.extracted.name)
+    generate_scene(tmp_path, 64, seed=1, progress=False)  # scene.tif + labels.tif next to the archive
+    sources = find_scene_sources(tmp_path)
+    assert [(Path(s.scene).relative_to(tmp_path).as_posix(), s.labels is not None) for s in sources] == [
+        (mosaic.path.name, False),
+        ("scene.tif", True),
+        (f"tile/{mosaic.extracted.name}/N36E139_19_sl_HH_F02DAR.tif", False),
+    ]

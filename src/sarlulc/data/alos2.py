@@ -657,6 +657,11 @@ class LabelRaster:
             out[rows, cols] = self._dataset.read(1, window=inside)
         return out
 
+    def read_decimated(self, size: int = 256) -> np.ndarray:
+        """The codes of the whole raster, decimated by nearest neighbour to a longest side of at most ``size`` px."""
+        with data_errors(self.path, "a decimated read of the labels"):
+            return self._dataset.read(1, out_shape=decimated_shape(*self.shape, size), resampling=Resampling.nearest)
+
     def close(self) -> None:
         if self._dataset is not self._source:
             self._dataset.close()

@@ -12,14 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from rasterio.enums import Resampling
 
 from sarlulc_cli.arguments import InfoArguments
 
 from ..errors import SarLulcDataError
 from .labels import HRLULC_TILE_NAME, is_label_folder, open_label_tiles
 from .products import ProductScene, open_scene
-from .scene import SarScene, decimated_shape
+from .scene import SarScene, ground_sampling_distance
 
 __all__ = ["describe_path", "run_info"]
 
@@ -99,17 +98,9 @@ def _labels_block(folder: Path) -> list[tuple[str, str]]:
             ("labels", f"JAXA HRLULC tiles, version {version}{scheme}"),
             ("tiles", f"{len(labels.tiles)}: {', '.join(p.stem for p in labels.tiles)}"),
         ]
-        from .scene import ground_sampling_distance
-
-        lines += _grid_lines(
-            labels.crs,
-            labels.transform,
-            labels.shape,
-            ground_sampling_distance(labels.crs, labels.transform, labels.shape),
-        )
-        codes = labels._dataset.read(
-            1, out_shape=decimated_shape(*labels.shape, _LABEL_CHECK_SIZE), resampling=Resampling.nearest
-        )
+        pixel_size = ground_sampling_distance(labels.crs, labels.transform, labels.shape)
+        lines += _grid_lines(labels.crs, labels.transform, labels.shape, pixel_size)
+        codes = labels.read_decimated(_LABEL_CHECK_SIZE)
         present = np.unique(codes[codes != labels.nodata])
         lines.append(("labeled fraction", f"{float((codes != labels.nodata).mean()):.3f} (of a decimated read)"))
         lines.append(("codes seen", " ".join(str(int(c)) for c in present) or "none"))

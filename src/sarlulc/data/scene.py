@@ -353,7 +353,10 @@ class SarScene:
         for i, nodata in enumerate(self._nodata):
             db[i], band_valid = calibrate_to_db(raw[i], self.input_kind, self.calibration_factor, nodata)
             valid &= band_valid
-        np.copyto(db, np.float32(0.0), where=~valid)  # broadcast over the bands
+        # 0.0 wherever a pixel is invalid: multiplying by the mask is ten times faster than a masked assignment, and
+        # adding +0.0 turns the -0.0 of negative values into +0.0 (the values are finite: calibration zeroes the rest).
+        np.multiply(db, valid, out=db)
+        np.add(db, np.float32(0.0), out=db)
         return db, valid
 
     def read_raw(self, window: Window | None = None) -> np.ndarray:
@@ -421,8 +424,9 @@ class SarScene:
         self.close()
 
     def __repr__(self) -> str:
+        product = getattr(self, "_product", None) or self.product  # a product's lazily read metadata stays unread
         return (
-            f"{type(self).__name__}({self.path!r}, product={self.product.product_type!r}, shape={self.shape}, "
+            f"{type(self).__name__}({self.path!r}, product={product.product_type!r}, shape={self.shape}, "
             f"polarizations={self.polarizations}, input_kind={self.input_kind!r}, backscatter={self.backscatter!r}, "
             f"crs={self.crs.to_string() if self.crs else None})"
         )

@@ -58,7 +58,7 @@ from ..models.image_processing_sar import DEFAULT_CLIP_DB
 from .alos2 import LabelRaster, open_labels, open_scene
 from .classes import ClassScheme, get_scheme
 from .labels import HRLULC_TILE_NAME, is_label_folder
-from .products import find_products, is_product_folder
+from .products import ARCHIVE_SUFFIXES, find_products, is_product_folder
 from .scene import SarScene
 
 __all__ = [
@@ -112,11 +112,15 @@ def _labels_for(scene: Path) -> Path | None:
 
 
 def _product_folders(products: list[str]) -> set[Path]:
-    """The folders whose files belong to the products found (their rasters are not scenes of their own)."""
+    """The folders whose rasters belong to the products found (a product folder, a loose mosaic tile's folder): their
+    GeoTIFFs are not scenes of their own. Archives hold their files inside: their folder keeps its other scenes."""
     folders = set()
     for product in products:
         path = Path(product)
-        folders.add(path if path.is_dir() else path.parent)
+        if path.is_dir():
+            folders.add(path)
+        elif path.is_file() and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            folders.add(path.parent)
     return folders
 
 

@@ -327,7 +327,7 @@ def calibrate_to_db(
         # The DNs of ALOS-2 products: every possible value's dB looked up in a table computed once per CF with the
         # same float64 arithmetic as below, so the result is identical, five to ten times faster.
         valid = raw > 0
-        db = _dn_table(float(calibration_factor))[raw]  # DN 0 reads 0.0
+        db = np.take(_dn_table(float(calibration_factor)), raw)  # DN 0 reads 0.0
         if nodata is not None and not math.isnan(nodata) and nodata != 0:
             valid &= raw != nodata
             np.copyto(db, 0.0, where=~valid)
