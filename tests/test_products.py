@@ -354,6 +354,12 @@ def test_plain_geotiffs_know_their_tags_and_bands(tmp_path):
         open_scene(plain, polarizations=("HV",))
     with pytest.raises(ValueError, match="name different bands"):
         open_scene(tagged, bands=(1,), polarizations=("HH",))
+    # HH's tags copied onto an HH + HV stack: the tag says less than the bands, which are then read by position.
+    stacked = write_raster(
+        tmp_path / "stacked.tif", data, crs=UTM_CRS, transform=UTM_TRANSFORM, tags={"SARLULC_POLARIZATIONS": "HH"}
+    )
+    with open_scene(stacked) as scene:
+        assert scene.polarizations == ("HH", "HV")
 
 
 def test_find_products_lists_each_product_once(mosaic, l15, tmp_path):

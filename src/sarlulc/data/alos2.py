@@ -46,6 +46,7 @@ Every problem with the data raises :class:`SarLulcDataError` naming the file, th
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -106,6 +107,8 @@ __all__ = [
 
 # INPUT_KIND_TAG and CALIBRATION_FACTOR_TAG (the GeoTIFF tags that declare a scene's input kind and a DN scene's
 # calibration factor) are re-exported from the image processor, which defines them together with their parsing.
+
+logger = logging.getLogger(__name__)
 
 POLARIZATIONS = ("HH", "HV")
 """Meaning of band 1 and band 2 of a scene that declares nothing."""
@@ -337,12 +340,19 @@ def _declared_polarizations(dataset: rasterio.io.DatasetReader, path: str) -> tu
     except ValueError as err:
         raise SarLulcDataError(f"scene {path}: {err}") from err
     if tagged is not None:
-        if len(tagged) != dataset.count:
-            raise SarLulcDataError(
-                f"scene {path}: tag SARLULC_POLARIZATIONS lists {len(tagged)} polarizations ({','.join(tagged)}) for "
-                f"{dataset.count} bands"
-            )
-        return tagged
+        if len(tagged) == dataset.count:
+            return tagged
+        # Tags copied from a one-band file into a stack (HH's tags on an HH + HV file) say less than the bands do:
+        # the tag is set aside and the bands are read by position, as when nothing is declared.
+        logger.warning(
+            "scene %s: tag SARLULC_POLARIZATIONS lists %d polarization(s) (%s) for %d bands; reading the bands by "
+            "position (band 1 HH, band 2 HV)",
+            path,
+            len(tagged),
+            ",".join(tagged),
+            dataset.count,
+        )
+        return None
     per_band = []
     for band in range(1, dataset.count + 1):
         names = [dataset.descriptions[band - 1], dataset.tags(band).get("POLARIZATION")]
