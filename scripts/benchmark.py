@@ -3,6 +3,7 @@
     python scripts/benchmark.py pretrain   # SAR-W-MixMAE step vs SimMIM (Swin) and MAE (ViT); encoder vs SwinModel
     python scripts/benchmark.py segment    # SarLulc all refinements on / off vs UperNet on a Swin backbone
     python scripts/benchmark.py scene      # predict_scene on a synthetic scene vs the bare model on preloaded tiles
+    python scripts/benchmark.py data       # mosaic tile reads: open + calibrate + mask vs bare rasterio window reads
     python scripts/benchmark.py all --json results.json
 
 Method: every candidate is warmed up, then the candidates run in interleaved rounds (A B C, A B C, ...), so that a
@@ -529,11 +530,104 @@ def bench_scene(args) -> list[Result]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bench_data(args) -> list[Result]:
+    """A 25 m mosaic tile read window by window: opening it and reading every window calibrated and masked
+    (``open_scene`` + ``read_db``: HH and HV in dB, validity from the mask file) through ``/vsitar/`` inside the
+    ``.tar.gz`` and from the extracted GeoTIFFs, next to bare rasterio reads of the same windows of the same three files
+    (HH, HV, mask: the same bytes decoded, nothing calibrated). A second table times the reads alone, on files opened
+    beforehand."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from sarlulc.data import open_scene
+    from sarlulc.data.synthetic_products import generate_product
+
+    size, side = args.mosaic_size, args.data_window
+    windows = [Window(col, row, side, side) for row in range(0, size, side) for col in range(0, size, side)]
+    with tempfile.TemporaryDirectory(prefix="sarlulc-bench-") as work:
+        print(
+            f"\nwriting a {size} x {size} synthetic mosaic tile (HH, HV, mask, date, linci) and its archive ...",
+            flush=True,
+        )
+        product = generate_product(work, "mosaic", size=size, seed=0, progress=False)
+        stem = product.product_id.rsplit("_", 1)[0] if product.product_id.count("_") > 1 else product.product_id
+        layers = [f"{stem}_sl_{layer}_F02DAR.tif" for layer in ("HH", "HV", "mask")]
+        sources = {
+            "/vsitar/": (str(product.path), [f"/vsitar/{product.path}/{name}" for name in layers]),
+            "extracted": (str(product.extracted), [str(product.extracted / name) for name in layers]),
+        }
+
+        def calibrated(path):
+            def call():
+                with open_scene(path) as scene:
+                    for window in windows:
+                        scene.read_db(window)
+
+            return call
+
+        def bare(paths):
+            def call():
+                datasets = [rasterio.open(path) for path in paths]
+                for window in windows:
+                    for dataset in datasets:
+                        dataset.read(1, window=window)
+                for dataset in datasets:
+                    dataset.close()
+
+            return call
+
+        calls, reads, handles = {}, {}, []
+        for where, (product_path, paths) in sources.items():
+            calls[f"open_scene + read_db, {where}"] = calibrated(product_path)
+            calls[f"bare rasterio, {where}"] = bare(paths)
+        # GDAL writes a .properties index next to a .gz it scanned unless told not to: the bare reads leave nothing either.
+        # A block cache far smaller than the tile makes every round decode its windows again, as a pass over a tile
+        # (tiling, prediction) does, instead of copying blocks that the previous round left in GDAL's cache.
+        with rasterio.Env(CPL_VSIL_GZIP_WRITE_PROPERTIES="NO", GDAL_CACHEMAX=args.gdal_cache_mb * 2**20):
+            times = interleaved(calls, torch.device("cpu"), args.warmup, args.repeats)
+            for where, (product_path, paths) in sources.items():
+                scene = open_scene(product_path)
+                datasets = [rasterio.open(path) for path in paths]
+                handles += [scene, *datasets]
+                reads[f"read_db, {where}"] = lambda scene=scene: [scene.read_db(w) for w in windows]
+                reads[f"bare reads, {where}"] = lambda datasets=datasets: [
+                    d.read(1, window=w) for w in windows for d in datasets
+                ]
+            read_times = interleaved(reads, torch.device("cpu"), args.warmup, args.repeats)
+            for handle in handles:
+                handle.close()
+    results = summarize(times, len(windows), {}, {})
+    read_results = summarize(read_times, len(windows), {}, {})
+    print(f"\n## data: a {size} x {size} mosaic tile, {len(windows)} windows of {side} x {side} (HH, HV, mask)")
+    for title, rows, prefix in (
+        ("opening + reading every window", results, ("open_scene + read_db", "bare rasterio")),
+        ("reading every window, files already open", read_results, ("read_db", "bare reads")),
+    ):
+        by_name = {r.name: r for r in rows}
+        print(f"\n### {title} (ratio = windows/s / those of the bare reads of the same source)")
+        print("| run | windows/s | min | max | ratio |")
+        print("|---|---:|---:|---:|---:|")
+        for where in sources:
+            peer = by_name[f"{prefix[1]}, {where}"]
+            for name in (f"{prefix[0]}, {where}", f"{prefix[1]}, {where}"):
+                r = by_name[name]
+                print(
+                    f"| {name} | {r.throughput:.2f} | {r.items / r.seconds_max:.2f} | {r.items / r.seconds_min:.2f} "
+                    f"| {peer.seconds / r.seconds:.3f}x |"
+                )
+    return results + read_results
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("benchmark", choices=["pretrain", "segment", "scene", "all"])
+    parser.add_argument("benchmark", choices=["pretrain", "segment", "scene", "data", "all"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="bfloat16 = autocast")
     parser.add_argument(
@@ -551,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scene-size", type=int, default=8192)
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--mosaic-size", type=int, default=4500, help="data: tile side in px (JAXA's: 4500)")
+    parser.add_argument("--data-window", type=int, default=512, help="data: window side in px")
+    parser.add_argument("--gdal-cache-mb", type=int, default=16, help="data: GDAL's block cache (MB)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser
@@ -566,14 +663,14 @@ def main(argv: list[str] | None = None) -> int:
         f"sarlulc {sarlulc.__version__}, torch {torch.__version__}, device {args.device}, "
         f"{torch.get_num_threads()} CPU threads"
     )
-    selected = ["pretrain", "segment", "scene"] if args.benchmark == "all" else [args.benchmark]
+    selected = ["pretrain", "segment", "scene", "data"] if args.benchmark == "all" else [args.benchmark]
     output = {}
     for name in selected:
         run = argparse.Namespace(**vars(args))
         run.batch_size = args.batch_size or {"pretrain": 8, "segment": 4}.get(name)
         run.image_size = args.image_size or (256 if name == "pretrain" else 512)
         run.dims = args.dims or ("tiny,base" if name == "segment" else "tiny")
-        bench = {"pretrain": bench_pretrain, "segment": bench_segment, "scene": bench_scene}[name]
+        bench = {"pretrain": bench_pretrain, "segment": bench_segment, "scene": bench_scene, "data": bench_data}[name]
         output[name] = [asdict(r) | {"throughput": r.throughput} for r in bench(run)]
     if args.json:
         with open(args.json, "w") as handle:

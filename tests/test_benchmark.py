@@ -170,3 +170,48 @@ def test_pretrain_benchmark_reports_every_model(tmp_path, benchmark_script):
     doctored[1]["items"] = 3  # a row that timed another batch size
     with pytest.raises(AssertionError):
         check_report(doctored, printed, ["SimMIM (transformers Swin)", "encoder: transformers SwinModel"], batch_size=2)
+
+
+def test_data_benchmark_reports_product_reads_next_to_bare_reads(tmp_path):
+    results, printed = run_benchmark(tmp_path, "data", "--mosaic-size", "256", "--data-window", "128")
+    rows = results["data"]
+    names = [row["name"] for row in rows]
+    sources = ("/vsitar/", "extracted")
+    assert names == [
+        *(f"{kind}, {where}" for where in sources for kind in ("open_scene + read_db", "bare rasterio")),
+        *(f"{kind}, {where}" for where in sources for kind in ("read_db", "bare reads")),
+    ]
+    check_data_report(rows, printed)
+    doctored = copy.deepcopy(rows)  # a row twice as fast as the table says: the check must notice
+    doctored[0].update({key: doctored[0][key] / 2 for key in ("seconds", "seconds_min", "seconds_max")})
+    doctored[0]["throughput"] *= 2
+    with pytest.raises(AssertionError):
+        check_data_report(doctored, printed)
+
+
+def check_data_report(rows: list[dict], printed: str) -> None:
+    """Every printed row says what its JSON result says: windows/s (median, slowest, fastest round) and the ratio to
+    the bare reads of the same source; every row read the 4 windows of the 256 px tile."""
+    by_name = {row["name"]: row for row in rows}
+    table_rows = {}
+    for line in printed.splitlines():
+        if line.startswith("| ") and not line.startswith("| run"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            table_rows[cells[0]] = cells[1:]
+    assert sorted(table_rows) == sorted(by_name)
+    for name, (throughput, slowest, fastest, ratio) in table_rows.items():
+        row = by_name[name]
+        assert row["items"] == 4, name
+        assert row["seconds_min"] <= row["seconds"] <= row["seconds_max"], name
+        assert float(throughput) == pytest.approx(row["items"] / row["seconds"], abs=0.006), name
+        assert float(slowest) == pytest.approx(row["items"] / row["seconds_max"], abs=0.006), name
+        assert float(fastest) == pytest.approx(row["items"] / row["seconds_min"], abs=0.006), name
+        where = name.rsplit(", ", 1)[1]
+        peer = next(
+            by_name[n]
+            for n in by_name
+            if n.endswith(where)
+            and n.startswith(("bare rasterio", "bare reads"))
+            and (n.startswith("bare rasterio") == name.startswith(("open_scene", "bare rasterio")))
+        )
+        assert float(ratio[:-1]) == pytest.approx(peer["seconds"] / row["seconds"], abs=6e-4), name

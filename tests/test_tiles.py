@@ -24,7 +24,7 @@ from sarlulc.data.tiles import (
     tile_windows,
 )
 
-COLUMNS = ["image", "valid_mask", "label", "crs", "transform", "row_off", "col_off", "scene"]
+COLUMNS = ["image", "valid_mask", "label", "crs", "transform", "row_off", "col_off", "scene", "product_id"]
 
 
 @pytest.fixture(autouse=True)
@@ -61,6 +61,7 @@ COLUMN_DTYPES = {
     "row_off": np.int64,
     "col_off": np.int64,
     "scene": np.str_,
+    "product_id": np.str_,
 }
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "FinetuningArguments",
     "FinetuningLoopArguments",
     "InferenceArguments",
+    "InfoArguments",
     "LoopArguments",
     "ModelCardArguments",
     "PredictionArguments",
@@ -71,8 +72,17 @@ class TileArguments:
     train_data: str = field(
         metadata={
             "help": "Training data: a dataset saved with save_to_disk (e.g. the OUT/tiles of `sarlulc demo`), a folder "
-            "of GeoTIFF scenes (with NAME_labels.tif or labels.tif next to each scene), or one scene file."
+            "of scenes (GeoTIFFs with NAME_labels.tif or labels.tif next to each, and JAXA products: mosaic tiles and "
+            "their .tar.gz archives, L1.5/L2.1 product folders), or one scene or product."
         }
+    )
+    labels: str | None = field(
+        default=None,
+        metadata={
+            "help": "Labels for the scenes of --train_data that have no label raster of their own: a folder of JAXA "
+            "HRLULC tiles (LC_N{lat}E{lon}.tif, e.g. JAXA_HRLULC_Japan_v23.12) or one label raster, warped onto each "
+            "scene's grid by nearest neighbour while tiling (default: none)."
+        },
     )
     tile_size: int = field(default=256, metadata={"help": "Tile side in pixels when tiling scenes (a multiple of 32)."})
     tile_stride: int | None = field(
@@ -510,6 +520,44 @@ class SynthArguments:
     calibration_factor: float = field(default=-83.0, metadata={"help": "CF in dB for the DN encoding."})
     block_size: int = field(default=512, metadata={"help": "GeoTIFF tile size."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (--no_progress hides them)."})
+    product: Literal["scene", "mosaic", "l15"] = field(
+        default="scene",
+        metadata={
+            "help": "scene: OUT/scene.tif + OUT/labels.tif. mosaic: a 25 m yearly mosaic tile as JAXA ships it "
+            "(OUT/{block}_{yy}_MOS_F02DAR.tar.gz and the tile's extracted folder: HH, HV, mask, date, linci). l15: an "
+            "L1.5 GeoTIFF product folder (IMG-HH/HV-ALOS2....tif + summary.txt). Products come with their labels as "
+            "JAXA HRLULC tiles in OUT/JAXA_HRLULC_Japan_v{version}/ and are rendered in memory (keep them small)."
+        },
+    )
+    year: int = field(
+        default=2019, metadata={"help": "--product mosaic: the year; before 2019, raw files with ENVI .hdr headers."}
+    )
+    bigtiff: bool = field(default=False, metadata={"help": "--product l15: write the image files as BigTIFF."})
+    hrlulc_version: Literal["21.11", "23.12"] = field(
+        default="23.12", metadata={"help": "--product mosaic|l15: the HRLULC version of the label tiles."}
+    )
+
+
+@dataclass
+class InfoArguments:
+    """What ``sarlulc info`` describes."""
+
+    group_title: ClassVar[str] = "info"
+
+    paths: list[str] = field(
+        metadata={
+            "positional": True,
+            "metavar": "PATH",
+            "help": "Scenes, JAXA products (folders, archives, summary.txt, image files) or HRLULC label folders.",
+        }
+    )
+    mask_invalid: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Mask categories (nodata, ocean, layover, shadow, land) that make a product's pixel invalid in the "
+            "valid fraction (default: nodata layover shadow)."
+        },
+    )
 
 
 @dataclass

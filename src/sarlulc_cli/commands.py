@@ -23,6 +23,7 @@ from .arguments import (
     FinetuningArguments,
     FinetuningLoopArguments,
     InferenceArguments,
+    InfoArguments,
     ModelCardArguments,
     PredictionArguments,
     PretrainingArguments,
@@ -71,15 +72,37 @@ class Command:
 
 _SYNTH = Command(
     name="synth",
-    summary="write a synthetic ALOS-2 HH scene and its aligned land-cover labels",
+    summary="write a synthetic ALOS-2 scene and its land-cover labels, or a synthetic JAXA product",
     description="Write OUT/scene.tif (uint16 DN, HH, nodata 0) and OUT/labels.tif (uint8 JAXA codes 1..14, nodata 0) "
-    "on the same grid: a procedural landscape with speckle, in bounded memory at any size.",
+    "on the same grid: a procedural landscape with speckle, in bounded memory at any size. With --product, write the "
+    "landscape in the exact layout of a JAXA product instead (a 25 m mosaic tile and its .tar.gz archive, or an L1.5 "
+    "GeoTIFF product) with its labels as HRLULC tiles, so that the product readers can be tried on it.",
     records=(SynthArguments,),
     target="sarlulc_cli.runners:synth",
     epilog="""Examples:
 
   {prog} --out data/synth --size 1024
   {prog} --out data/synth-utm --size 2048x4096 --crs utm --looks 2
+  {prog} --out data/mosaic --product mosaic --size 512            # 2019: GeoTIFF members
+  {prog} --out data/mosaic-2017 --product mosaic --year 2017      # raw + ENVI .hdr members
+  {prog} --out data/l15 --product l15 --size 512 --bigtiff
+""",
+)
+
+_INFO = Command(
+    name="info",
+    summary="say what the readers find in scenes, JAXA products and label folders",
+    description="For every PATH, one block: what sarlulc recognizes it as (plain GeoTIFF, mosaic tile, L1.5/L2.1 "
+    "product, CEOS delivery, HRLULC label tiles), its polarizations, backscatter convention (sigma0/gamma0), "
+    "calibration factor and where it comes from, acquisition date, CRS, grid, ground sampling distance and the share "
+    "of valid pixels. The first command to run on a new download. A path that cannot be read is reported in one line "
+    "(exit status 2) after the blocks of the others.",
+    records=(InfoArguments,),
+    target="sarlulc.data.info:run_info",
+    epilog="""Examples:
+
+  {prog} N40E135_19_MOS_F02DAR.tar.gz
+  {prog} 0000123456_001001_ALOS2146686640-170209/ JAXA_HRLULC_Japan_v23.12/
 """,
 )
 
@@ -247,6 +270,6 @@ _PUSH_TO_HUB = Command(
 
 COMMANDS: dict[str, Command] = {
     command.name: command
-    for command in (_SYNTH, _DEMO, _PREDICT, _EVALUATE, _PRETRAIN, _FINETUNE, _ABLATION, _PUSH_TO_HUB)
+    for command in (_SYNTH, _INFO, _DEMO, _PREDICT, _EVALUATE, _PRETRAIN, _FINETUNE, _ABLATION, _PUSH_TO_HUB)
 }
 """Every subcommand by name, in the order ``sarlulc --help`` lists them."""

@@ -20,7 +20,28 @@ __all__ = ["demo", "predict", "push_to_hub", "synth"]
 
 
 def synth(args: SynthArguments) -> None:
-    """``sarlulc synth``: write the scene and its labels, then describe them."""
+    """``sarlulc synth``: write the scene and its labels (or a product and its label tiles), then describe them."""
+    if args.product != "scene":
+        from sarlulc.data.synthetic_products import describe_product, generate_product
+        from sarlulc.errors import UsageError, as_usage_error
+
+        if args.crs != SynthArguments.crs:
+            raise UsageError(f"--crs applies to --product scene; a {args.product} has the CRS of its layout")
+        with as_usage_error(f"--product {args.product}: "):
+            product = generate_product(
+                args.out,
+                "l15" if args.product == "l15" else "mosaic",
+                size=args.size,
+                seed=args.seed,
+                looks=args.looks,
+                year=args.year,
+                bigtiff=args.bigtiff,
+                calibration_factor=args.calibration_factor,
+                hrlulc_version=args.hrlulc_version,
+                progress=args.progress,
+            )
+        describe_product(product, print)
+        return
     from sarlulc.data.synthetic import describe_synthetic, generate_scene
 
     result = generate_scene(

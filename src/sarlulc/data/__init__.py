@@ -1,4 +1,9 @@
-"""Data layer: class tables, ALOS-2 scene reading and calibration, tiling into `datasets`, synthetic scenes.
+"""Data layer: class tables, scenes and JAXA products (reading, calibration), HRLULC labels, tiling into `datasets`,
+synthetic scenes and products.
+
+``open_scene`` is the one entry point for backscatter inputs (a GeoTIFF, a mosaic tile or its archive, an L1.5/L2.1
+product, a CEOS delivery); every scene has the interface of :class:`SarScene`. ``open_labels`` opens a label raster or
+a folder of JAXA HRLULC tiles.
 
 Names are imported on first use, so ``import sarlulc`` does not pay for rasterio and datasets until they are needed.
 """
@@ -8,7 +13,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .classes import IGNORE_INDEX, JAXA_14, LULC_9, WATER, ClassScheme, LulcClass, get_scheme, scheme_for_id2label
+from .classes import (
+    HRLULC_V21_11,
+    HRLULC_V23_12,
+    IGNORE_INDEX,
+    JAXA_14,
+    LULC_9,
+    WATER,
+    ClassScheme,
+    LulcClass,
+    get_scheme,
+    hrlulc_scheme,
+    scheme_for_id2label,
+)
 
 if TYPE_CHECKING:
     from .alos2 import (
@@ -25,8 +42,17 @@ if TYPE_CHECKING:
         dn_to_db,
         linear_to_db,
         open_labels,
-        open_scene,
     )
+    from .labels import LabelMosaic, detect_hrlulc_version, open_label_tiles
+    from .products import (
+        DEFAULT_MASK_INVALID,
+        MOSAIC_MASK_CODES,
+        ProductScene,
+        find_products,
+        open_scene,
+        parse_standard_product_id,
+    )
+    from .scene import ProductInfo, SarScene
     from .synthetic import (
         CLASS_SIGMA0_DB,
         LABELS_FILENAME,
@@ -36,6 +62,7 @@ if TYPE_CHECKING:
         SyntheticSceneConfig,
         generate_scene,
     )
+    from .synthetic_products import SyntheticProduct, generate_product
     from .tiles import (
         DEFAULT_CLIP_RANGE_DB,
         BandStatistics,
@@ -66,7 +93,19 @@ _LAZY = {
     "dn_to_db": "alos2",
     "linear_to_db": "alos2",
     "open_labels": "alos2",
-    "open_scene": "alos2",
+    "LabelMosaic": "labels",
+    "detect_hrlulc_version": "labels",
+    "open_label_tiles": "labels",
+    "DEFAULT_MASK_INVALID": "products",
+    "MOSAIC_MASK_CODES": "products",
+    "ProductScene": "products",
+    "find_products": "products",
+    "open_scene": "products",
+    "parse_standard_product_id": "products",
+    "ProductInfo": "scene",
+    "SarScene": "scene",
+    "SyntheticProduct": "synthetic_products",
+    "generate_product": "synthetic_products",
     "CLASS_SIGMA0_DB": "synthetic",
     "LABELS_FILENAME": "synthetic",
     "SCENE_FILENAME": "synthetic",
@@ -102,24 +141,33 @@ __all__ = [
     "CLASS_SIGMA0_DB",
     "DEFAULT_CALIBRATION_FACTOR",
     "DEFAULT_CLIP_RANGE_DB",
+    "DEFAULT_MASK_INVALID",
+    "HRLULC_V21_11",
+    "HRLULC_V23_12",
     "IGNORE_INDEX",
     "INPUT_KINDS",
     "INPUT_KIND_TAG",
     "JAXA_14",
     "LABELS_FILENAME",
     "LULC_9",
+    "MOSAIC_MASK_CODES",
     "SCENE_FILENAME",
     "WATER",
     "Alos2Scene",
     "BandStatistics",
     "ClassFrequencies",
     "ClassScheme",
+    "LabelMosaic",
     "LabelRaster",
     "LulcClass",
+    "ProductInfo",
+    "ProductScene",
     "SarLulcDataError",
+    "SarScene",
     "SceneSource",
     "SpatialSplit",
     "SyntheticLandscape",
+    "SyntheticProduct",
     "SyntheticScene",
     "SyntheticSceneConfig",
     "band_statistics",
@@ -127,14 +175,20 @@ __all__ = [
     "check_alignment",
     "class_frequencies",
     "db_to_dn",
+    "detect_hrlulc_version",
     "dn_to_db",
+    "find_products",
     "find_scene_sources",
+    "generate_product",
     "generate_scene",
     "get_scheme",
+    "hrlulc_scheme",
     "iter_tiles",
     "linear_to_db",
+    "open_label_tiles",
     "open_labels",
     "open_scene",
+    "parse_standard_product_id",
     "scheme_for_id2label",
     "split_tile_dataset",
     "tile_dataset",

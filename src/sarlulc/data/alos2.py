@@ -1,15 +1,18 @@
-"""ALOS-2 PALSAR-2 scenes and label rasters: opening, validation, calibration to sigma0 (dB), windowed reads.
+"""Plain GeoTIFF scenes and label rasters: opening, validation, calibration to dB, windowed reads.
 
-A *scene* is a georeferenced raster (usually a GeoTIFF) whose band 1 is HH and whose optional band 2 is HV. Its
-pixel values are one of three *input kinds*:
+A plain *scene* is one georeferenced raster (usually a GeoTIFF) whose bands are polarizations (band 1 HH and an
+optional band 2 HV unless its tags say otherwise). JAXA products made of several files (the 25 m mosaic, L1.5/L2.1
+products, CEOS deliveries) are read by :mod:`sarlulc.data.products`; :func:`open_scene` recognizes both, and every
+scene has the interface of :class:`sarlulc.data.scene.SarScene`. A plain scene's pixel values are one of three
+*input kinds*:
 
 ``"dn"``
-    ALOS-2 L1.5/L2.1 amplitude digital numbers (uint16, or float holding DNs). Calibrated with
-    ``sigma0_dB = 10 * log10(DN**2) + CF`` where ``CF`` is the calibration factor (-83.0 dB by default).
+    ALOS-2 amplitude digital numbers (uint16, or float holding DNs). Calibrated with
+    ``dB = 10 * log10(DN**2) + CF`` where ``CF`` is the calibration factor (-83.0 dB by default).
 ``"linear"``
-    sigma0 as linear power (float).
+    backscatter as linear power (float).
 ``"db"``
-    sigma0 in decibels (float).
+    backscatter in decibels (float).
 
 How the kind is decided, first match wins (see :func:`resolve_input_kind`):
 
@@ -19,32 +22,35 @@ How the kind is decided, first match wins (see :func:`resolve_input_kind`):
    values are matched case-insensitively against aliases such as ``"DN"``/``"amplitude"``, ``"linear"``/``"power"``,
    ``"dB"``/``"decibel"``;
 3. the data type: an integer raster is ``"dn"``;
-4. a float raster without metadata is judged from the median of a decimated read: negative -> ``"db"`` (sigma0 of
-   land and water is below 0 dB), above 20 -> ``"dn"`` (no median surface has a linear sigma0 of 20, i.e. +13 dB),
-   otherwise ``"linear"``. Tag your float products to avoid the guess.
+4. a float raster without metadata is judged from the median of a decimated read: negative -> ``"db"`` (the
+   backscatter of land and water is below 0 dB), above 20 -> ``"dn"`` (no median surface has a linear backscatter of
+   20, i.e. +13 dB), otherwise ``"linear"``. Tag your float products to avoid the guess.
 
 The calibration factor follows the same order: argument, then the tag ``SARLULC_CALIBRATION_FACTOR`` (or
-``CALIBRATION_FACTOR``), then -83.0 dB.
+``CALIBRATION_FACTOR``), then -83.0 dB. What the values are comes from tags too: ``SARLULC_BACKSCATTER``
+(``sigma0``/``gamma0``; unknown without it) and ``SARLULC_POLARIZATIONS`` (one polarization per band, e.g.
+``HH,HV``); band descriptions or ``POLARIZATION`` band tags naming a polarization also count, and a raster that
+declares nothing has band 1 = HH and band 2 = HV.
 
 Invalid pixels are never turned into ``-inf`` or NaN: a pixel is invalid when it equals the band's declared nodata
 value, is masked by GDAL's mask band, is not finite, or (for ``"dn"`` and ``"linear"``) is not positive, so that no
-logarithm of zero is ever taken. Calibrated reads return sigma0 in dB as float32 ``(C, h, w)`` with invalid pixels
-set to 0.0, plus a boolean ``(h, w)`` mask that is True only where *every* band is valid.
+logarithm of zero is ever taken. Calibrated reads return dB as float32 ``(C, h, w)`` with invalid pixels set to 0.0,
+plus a boolean ``(h, w)`` mask that is True only where *every* band is valid.
 
 Label rasters (:class:`LabelRaster`) carry integer land-cover source codes with nodata 0; :func:`check_alignment`
 verifies that they share the scene's grid, and :func:`open_labels` can warp them onto it with nearest-neighbour
-resampling instead.
+resampling instead (a folder of JAXA HRLULC tiles is opened as one mosaic by :mod:`sarlulc.data.labels`).
 
 Every problem with the data raises :class:`SarLulcDataError` naming the file, the band and what was expected.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -63,19 +69,27 @@ from ..models.image_processing_sar import (
     DEFAULT_CALIBRATION_FACTOR,
     INPUT_KIND_TAG,
     INPUT_KINDS,
+    SAR_POLARIZATIONS,
+    backscatter_from_tags,
     calibrate_to_db,
     calibration_factor_from_tags,
     input_kind_from_metadata,
     merge_raster_tags,
     normalize_input_kind,
+    polarizations_from_tags,
     valid_value_mask,
 )
+from .scene import ProductInfo, SarScene, clip_window, data_errors, decimated_shape, window_or_full
+
+if TYPE_CHECKING:
+    from .products import ProductScene
 
 __all__ = [
     "CALIBRATION_FACTOR_TAG",
     "DEFAULT_CALIBRATION_FACTOR",
     "INPUT_KINDS",
     "INPUT_KIND_TAG",
+    "MAX_CHANNELS",
     "POLARIZATIONS",
     "Alos2Scene",
     "LabelRaster",
@@ -88,13 +102,19 @@ __all__ = [
     "open_labels",
     "open_scene",
     "resolve_input_kind",
+    "select_polarizations",
 ]
 
 # INPUT_KIND_TAG and CALIBRATION_FACTOR_TAG (the GeoTIFF tags that declare a scene's input kind and a DN scene's
 # calibration factor) are re-exported from the image processor, which defines them together with their parsing.
 
+logger = logging.getLogger(__name__)
+
 POLARIZATIONS = ("HH", "HV")
-"""Meaning of band 1 and band 2 of a scene."""
+"""Meaning of band 1 and band 2 of a scene that declares nothing."""
+
+MAX_CHANNELS = 2
+"""A scene is read as 1 (HH) or 2 (HH, HV) channels, the inputs the models take."""
 
 # Integer DN products are uint16; the wider/signed integer types appear after reprocessing. 8-bit rasters are images or
 # label maps, and complex rasters are SLC products that need multilooking first, so both are rejected.
@@ -102,7 +122,11 @@ _SUPPORTED_DTYPES = ("uint16", "int16", "uint32", "int32", "float32", "float64")
 _GEOTIFF_SUFFIXES = (".tif", ".tiff")
 _GEOTIFF_DRIVERS = ("GTiff", "COG")
 _LABEL_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32")
-_CHECK_READ_SIZE = 256  # longest side of the decimated read used for cheap whole-scene checks
+
+LABEL_WARP_TOLERANCE = 1e-6
+"""Error (in source pixels) allowed to GDAL's approximate transformer when labels are warped onto a scene's grid.
+GDAL's default (1/8 pixel) picks a neighbour of the nearest label pixel for about 2 % of the pixels of a UTM scene
+over a lat/lon label grid; at 1e-6 every pixel gets the label under its centre, for about 10 x the (small) cost."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -158,34 +182,29 @@ def db_to_dn(db: np.ndarray, calibration_factor: float = DEFAULT_CALIBRATION_FAC
 # ----------------------------------------------------------------------------------------------------------------------
 # Opening rasters with clear errors
 # ----------------------------------------------------------------------------------------------------------------------
-def _is_local_path(path: str) -> bool:
+def is_local_path(path: str) -> bool:
+    """Whether ``path`` names a file on the local filesystem (not a URL or a GDAL ``/vsi...`` path)."""
     return "://" not in path and not path.startswith("/vsi")
 
 
-@contextmanager
-def _data_errors(path: str, what: str) -> Iterator[None]:
-    """Turn GDAL/rasterio failures into SarLulcDataError naming the file and what was being done."""
-    try:
-        yield
-    except SarLulcDataError:
-        raise
-    except RasterioError as err:
-        detail = str(err.__cause__ or err)
-        raise SarLulcDataError(f"{path}: {what} failed; the file is truncated or corrupt ({detail})") from err
+def open_dataset(path: str | Path, role: str, driver: str | None = None) -> rasterio.io.DatasetReader:
+    """Open a raster read-only, checking that it exists, is a raster and (for .tif names) really is a GeoTIFF.
 
-
-def _open_dataset(path: str | Path, role: str) -> rasterio.io.DatasetReader:
-    """Open a raster read-only, checking that it exists, is a raster and (for .tif names) really is a GeoTIFF."""
+    Args:
+        path: a file path or a GDAL path (``/vsitar/...``).
+        role: what the file is, for the messages (``"scene"``, ``"mask file"``, ...).
+        driver: the GDAL driver to open it with (e.g. ``"SAR_CEOS"``); default: any.
+    """
     path = str(path)
-    if _is_local_path(path) and not Path(path).exists():
+    if is_local_path(path) and not Path(path).exists():
         raise SarLulcDataError(f"{role} {path} does not exist")
-    if _is_local_path(path) and Path(path).is_dir():
+    if is_local_path(path) and Path(path).is_dir():
         raise SarLulcDataError(f"{role} {path} is a directory, expected a raster file")
     try:
         with warnings.catch_warnings():
             # Missing georeferencing is reported below as a proper error.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(path, driver=driver)
     except RasterioError as err:
         raise SarLulcDataError(f"{role} {path} cannot be opened as a raster: {err.__cause__ or err}") from err
     if path.lower().endswith(_GEOTIFF_SUFFIXES) and dataset.driver not in _GEOTIFF_DRIVERS:
@@ -195,7 +214,8 @@ def _open_dataset(path: str | Path, role: str) -> rasterio.io.DatasetReader:
     return dataset
 
 
-def _check_georeferencing(dataset: rasterio.io.DatasetReader, path: str, role: str) -> None:
+def check_georeferencing(dataset: rasterio.io.DatasetReader, path: str, role: str) -> None:
+    """Raise :class:`SarLulcDataError` unless the raster has a CRS and a geotransform (not GCPs alone)."""
     if dataset.crs is None:
         raise SarLulcDataError(f"{role} {path} has no CRS; expected a georeferenced raster (e.g. EPSG:4326 or UTM)")
     if dataset.transform == Affine.identity():
@@ -207,23 +227,31 @@ def _check_georeferencing(dataset: rasterio.io.DatasetReader, path: str, role: s
         raise SarLulcDataError(f"{role} {path} has no geotransform; expected a map-projected (georeferenced) raster")
 
 
-def _dataset_tags(dataset: rasterio.io.DatasetReader, band: int) -> dict[str, str]:
+def check_dtype(dataset: rasterio.io.DatasetReader, band: int, path: str, role: str = "scene") -> None:
+    """Raise :class:`SarLulcDataError` unless the band holds real-valued backscatter (not bytes, not complex)."""
+    dtype = dataset.dtypes[band - 1]
+    if dtype not in _SUPPORTED_DTYPES:
+        hint = (
+            " (complex single-look data, e.g. ALOS-2 L1.1, must be detected and multilooked first)"
+            if "complex" in dtype
+            else ""
+        )
+        raise SarLulcDataError(
+            f"{role} {path} band {band} has dtype {dtype}; expected one of {', '.join(_SUPPORTED_DTYPES)}{hint}"
+        )
+
+
+def dataset_tags(dataset: rasterio.io.DatasetReader, band: int) -> dict[str, str]:
+    """The dataset's tags merged with band ``band``'s (dataset level wins), keys upper-cased."""
     return merge_raster_tags(dataset.tags(), dataset.tags(band))
 
 
 def _kind_from_metadata(dataset: rasterio.io.DatasetReader, band: int) -> str | None:
     units = dataset.units[band - 1] if dataset.units else None
     try:
-        return input_kind_from_metadata(_dataset_tags(dataset, band), units)
+        return input_kind_from_metadata(dataset_tags(dataset, band), units)
     except ValueError as err:
         raise SarLulcDataError(f"scene {dataset.name}: {err}") from err
-
-
-def _decimated_shape(height: int, width: int) -> tuple[int, int]:
-    scale = max(height, width) / _CHECK_READ_SIZE
-    if scale <= 1:
-        return height, width
-    return max(1, round(height / scale)), max(1, round(width / scale))
 
 
 def resolve_input_kind(dataset: rasterio.io.DatasetReader, band: int = 1, input_kind: str | None = None) -> str:
@@ -235,9 +263,7 @@ def resolve_input_kind(dataset: rasterio.io.DatasetReader, band: int = 1, input_
         return from_metadata
     if np.dtype(dataset.dtypes[band - 1]).kind in "iu":
         return "dn"
-    sample = dataset.read(
-        band, out_shape=_decimated_shape(dataset.height, dataset.width), resampling=Resampling.nearest
-    )
+    sample = dataset.read(band, out_shape=decimated_shape(dataset.height, dataset.width), resampling=Resampling.nearest)
     usable = valid_value_mask(sample, "db", dataset.nodatavals[band - 1])  # finite and not nodata, any sign
     if not usable.any():
         return "db"  # nothing to judge by; the all-nodata check reports the real problem
@@ -247,26 +273,101 @@ def resolve_input_kind(dataset: rasterio.io.DatasetReader, band: int = 1, input_
     return "dn" if median > 20 else "linear"
 
 
-def _window_or_full(window: Window | None, height: int, width: int) -> Window:
-    return Window(0, 0, width, height) if window is None else window
+def has_mask_band(dataset: rasterio.io.DatasetReader, band: int) -> bool:
+    """Whether a band's validity needs GDAL's mask band read (a nodata-derived mask is handled by value)."""
+    flags = dataset.mask_flag_enums[band - 1]
+    return MaskFlags.all_valid not in flags and MaskFlags.nodata not in flags
 
 
-def _clip_window(window: Window, height: int, width: int) -> tuple[Window, tuple[slice, slice]] | None:
-    """Intersect a (possibly out-of-bounds) integer window with the raster; return the part inside and where it goes."""
-    row0, col0 = int(window.row_off), int(window.col_off)
-    row1, col1 = row0 + int(window.height), col0 + int(window.width)
-    r0, c0, r1, c1 = max(row0, 0), max(col0, 0), min(row1, height), min(col1, width)
-    if r0 >= r1 or c0 >= c1:
+def select_polarizations(
+    available: Sequence[str],
+    bands: Sequence[int] | None,
+    polarizations: Sequence[str] | None,
+    where: str,
+    default: Sequence[int] | None = None,
+) -> tuple[int, ...]:
+    """The 1-based positions in ``available`` to read, chosen by ``bands`` or by ``polarizations`` (not both).
+
+    Args:
+        available: the polarization of every band (or file) of the input, in order.
+        bands: 1-based positions to read, in the order they become channels.
+        polarizations: the polarizations to read, in channel order (``("HH",)``, ``("HH", "HV")``).
+        where: the input, for the messages.
+        default: the positions read when neither is given (default: all of them).
+
+    Raises:
+        ValueError: both are given and disagree, or the choice has no band or more than :data:`MAX_CHANNELS`.
+        SarLulcDataError: a band or a polarization is not in the input (the message lists what is).
+    """
+    if polarizations is not None:
+        wanted = tuple(str(p).upper() for p in polarizations)
+        unknown = [p for p in wanted if p not in SAR_POLARIZATIONS]
+        if unknown:
+            raise ValueError(f"polarizations must be among {SAR_POLARIZATIONS}, got {list(polarizations)}")
+        if not 1 <= len(wanted) <= MAX_CHANNELS or len(set(wanted)) != len(wanted):
+            raise ValueError(f"polarizations must name 1 or {MAX_CHANNELS} distinct polarizations, got {wanted}")
+        missing = [p for p in wanted if p not in available]
+        if missing:
+            raise SarLulcDataError(
+                f"{where} has no {' or '.join(missing)} band: {'/'.join(missing)} requested but missing "
+                f"(it has {', '.join(available) or 'no band'})"
+            )
+        chosen = tuple(list(available).index(p) + 1 for p in wanted)
+        if bands is not None and tuple(int(b) for b in bands) != chosen:
+            raise ValueError(f"bands={tuple(bands)} and polarizations={wanted} name different bands of {where}")
+        return chosen
+    if bands is None:
+        chosen = tuple(default) if default is not None else tuple(range(1, len(available) + 1))
+        if len(chosen) > MAX_CHANNELS:
+            raise SarLulcDataError(
+                f"{where} has {len(available)} bands ({', '.join(available)}); expected 1 (HH) or 2 (HH, HV). "
+                "Pass bands=(...) or polarizations=(...) to choose which to read"
+            )
+        return chosen
+    chosen = tuple(int(b) for b in bands)
+    if not 1 <= len(chosen) <= MAX_CHANNELS:
+        raise ValueError(f"bands must name 1 (HH) or 2 (HH, HV) bands, got {chosen}")
+    for band in chosen:
+        if not 1 <= band <= len(available):
+            raise SarLulcDataError(f"{where} has no band {band}; it has bands 1..{len(available)}")
+    return chosen
+
+
+def _declared_polarizations(dataset: rasterio.io.DatasetReader, path: str) -> tuple[str, ...] | None:
+    """The polarization of every band as the raster declares it (tag, else band descriptions/tags), or None."""
+    try:
+        tagged = polarizations_from_tags(dataset.tags())
+    except ValueError as err:
+        raise SarLulcDataError(f"scene {path}: {err}") from err
+    if tagged is not None:
+        if len(tagged) == dataset.count:
+            return tagged
+        # Tags copied from a one-band file into a stack (HH's tags on an HH + HV file) say less than the bands do:
+        # the tag is set aside and the bands are read by position, as when nothing is declared.
+        logger.warning(
+            "scene %s: tag SARLULC_POLARIZATIONS lists %d polarization(s) (%s) for %d bands; reading the bands by "
+            "position (band 1 HH, band 2 HV)",
+            path,
+            len(tagged),
+            ",".join(tagged),
+            dataset.count,
+        )
         return None
-    inside = Window(c0, r0, c1 - c0, r1 - r0)
-    return inside, (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
+    per_band = []
+    for band in range(1, dataset.count + 1):
+        names = [dataset.descriptions[band - 1], dataset.tags(band).get("POLARIZATION")]
+        named = [str(n).strip().upper() for n in names if n and str(n).strip().upper() in SAR_POLARIZATIONS]
+        per_band.append(named[0] if named else None)
+    if all(per_band) and len(set(per_band)) == len(per_band):
+        return tuple(per_band)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Scenes
 # ----------------------------------------------------------------------------------------------------------------------
-class Alos2Scene:
-    """An open ALOS-2 scene: georeferencing, metadata and calibrated windowed reads.
+class Alos2Scene(SarScene):
+    """An open plain raster scene: georeferencing, metadata and calibrated windowed reads.
 
     Use :func:`open_scene` to create one, preferably as a context manager::
 
@@ -276,10 +377,11 @@ class Alos2Scene:
     Attributes:
         path: the file as given.
         bands: 1-based band indexes read, in order (HH first, then HV if present).
+        polarizations: the polarization of every band read.
         input_kind: ``"dn"``, ``"linear"`` or ``"db"``.
         calibration_factor: CF in dB used for ``"dn"`` scenes.
-        calibration_factor_source: where ``calibration_factor`` came from: ``"argument"``, ``"tag"`` or
-            ``"default"``.
+        backscatter: ``"sigma0"``/``"gamma0"`` as the ``SARLULC_BACKSCATTER`` tag says, else ``None``.
+        product: a :class:`~sarlulc.data.scene.ProductInfo` of type ``"geotiff"``.
     """
 
     def __init__(
@@ -289,110 +391,78 @@ class Alos2Scene:
         calibration_factor: float | None = None,
         bands: Sequence[int] | None = None,
         check: bool = True,
+        polarizations: Sequence[str] | None = None,
     ) -> None:
         self.path = str(path)
-        self._dataset = _open_dataset(self.path, "scene")
+        self._dataset = open_dataset(self.path, "scene")
         try:
-            self.bands = self._select_bands(bands)
-            self._check_dtype()
-            _check_georeferencing(self._dataset, self.path, "scene")
-            with _data_errors(self.path, "reading the scene metadata"):
+            declared = _declared_polarizations(self._dataset, self.path)
+            file_polarizations = declared or POLARIZATIONS[: self._dataset.count]
+            if polarizations is not None and declared is None and self._dataset.count > len(POLARIZATIONS):
+                raise SarLulcDataError(
+                    f"scene {self.path} has {self._dataset.count} bands and does not say which polarization each "
+                    "holds (tag SARLULC_POLARIZATIONS or band descriptions); pass bands=(...) instead"
+                )
+            known = declared is not None or self._dataset.count <= len(POLARIZATIONS)
+            available = file_polarizations if known else [f"band {i}" for i in range(1, self._dataset.count + 1)]
+            self.bands = select_polarizations(available, bands, polarizations, f"scene {self.path}")
+            # Undeclared bands are named by position in the order they are read: the first channel is HH.
+            self.polarizations = (
+                tuple(declared[b - 1] for b in self.bands) if declared else POLARIZATIONS[: len(self.bands)]
+            )
+            for band in self.bands:
+                check_dtype(self._dataset, band, self.path)
+            check_georeferencing(self._dataset, self.path, "scene")
+            with data_errors(self.path, "reading the scene metadata"):
                 self.input_kind = resolve_input_kind(self._dataset, self.bands[0], input_kind)
             self.calibration_factor, self._calibration_factor_source = self._resolve_calibration_factor(
                 calibration_factor
             )
+            try:
+                self.backscatter = backscatter_from_tags(dataset_tags(self._dataset, self.bands[0]))
+            except ValueError as err:
+                raise SarLulcDataError(f"scene {self.path}: {err}") from err
             self._nodata = [self._dataset.nodatavals[b - 1] for b in self.bands]
-            self._uses_mask_band = [self._has_mask_band(b) for b in self.bands]
+            self._uses_mask_band = [has_mask_band(self._dataset, b) for b in self.bands]
+            self.product = ProductInfo(
+                product_type="geotiff",
+                product_id=Path(self.path).name,
+                files=(self.path,),
+                calibration_factor_source=self._calibration_factor_source,
+            )
             if check:
                 self._check_integrity()
         except BaseException:
             self._dataset.close()
             raise
 
-    # -- construction helpers ------------------------------------------------------------------------------------
-    def _select_bands(self, bands: Sequence[int] | None) -> tuple[int, ...]:
-        count = self._dataset.count
-        if bands is None:
-            if count > len(POLARIZATIONS):
-                raise SarLulcDataError(
-                    f"scene {self.path} has {count} bands ({', '.join(self._dataset.dtypes)}); expected 1 (HH) or "
-                    "2 (HH, HV). Pass bands=(...) to choose which bands hold HH (and HV)"
-                )
-            return tuple(range(1, count + 1))
-        chosen = tuple(int(b) for b in bands)
-        if not 1 <= len(chosen) <= len(POLARIZATIONS):
-            raise ValueError(f"bands must name 1 (HH) or 2 (HH, HV) bands, got {chosen}")
-        for band in chosen:
-            if not 1 <= band <= count:
-                raise SarLulcDataError(f"scene {self.path} has no band {band}; it has bands 1..{count}")
-        return chosen
-
-    def _check_dtype(self) -> None:
-        for band in self.bands:
-            dtype = self._dataset.dtypes[band - 1]
-            if dtype not in _SUPPORTED_DTYPES:
-                hint = " (complex SLC data must be detected and multilooked first)" if "complex" in dtype else ""
-                raise SarLulcDataError(
-                    f"scene {self.path} band {band} has dtype {dtype}; expected one of {', '.join(_SUPPORTED_DTYPES)}"
-                    f"{hint}"
-                )
-
     def _resolve_calibration_factor(self, calibration_factor: float | None) -> tuple[float, str]:
         """The factor and where it came from: the argument, else the scene's tag, else the default."""
         if calibration_factor is not None:
             return float(calibration_factor), "argument"
         try:
-            tagged = calibration_factor_from_tags(_dataset_tags(self._dataset, self.bands[0]))
+            tagged = calibration_factor_from_tags(dataset_tags(self._dataset, self.bands[0]))
         except ValueError as err:
             raise SarLulcDataError(f"scene {self.path}: {err}") from err
         if tagged is not None:
             return tagged, "tag"
         return DEFAULT_CALIBRATION_FACTOR, "default"
 
-    def _has_mask_band(self, band: int) -> bool:
-        # A nodata-derived mask is handled by value; only a real mask band (internal/.msk, alpha) needs reading.
-        flags = self._dataset.mask_flag_enums[band - 1]
-        return MaskFlags.all_valid not in flags and MaskFlags.nodata not in flags
-
-    def _check_integrity(self) -> None:
-        """Cheap whole-file checks: the last block decodes and some pixel is valid.
-
-        A truncated tiled GeoTIFF opens fine and only fails when a missing block is read; the last block in file order
-        is the first casualty. The decimated read touches blocks across the whole scene at a fraction of the cost of a
-        full read; only when it finds no valid pixel is the scene scanned block by block before it is declared empty.
-        """
-        height, width = self.shape
-        block_h, block_w = self._dataset.block_shapes[self.bands[0] - 1]
-        last_block = Window(
-            (width - 1) // block_w * block_w,
-            (height - 1) // block_h * block_h,
-            width - (width - 1) // block_w * block_w,
-            height - (height - 1) // block_h * block_h,
+    def reopen(self) -> Alos2Scene:
+        scene = Alos2Scene(
+            self.path,
+            input_kind=self.input_kind,
+            calibration_factor=self.calibration_factor,
+            bands=self.bands,
+            check=False,
         )
-        with _data_errors(self.path, f"reading the last block of bands {list(self.bands)}"):
-            self._dataset.read(list(self.bands), window=last_block)
-        out_shape = _decimated_shape(height, width)
-        with _data_errors(self.path, f"a decimated read of bands {list(self.bands)}"):
-            sample = self._dataset.read(list(self.bands), out_shape=(len(self.bands), *out_shape))
-        if self._calibrate(sample, None)[1].any():
-            return
-        for _, window in self._dataset.block_windows(self.bands[0]):
-            if self.read_db(window)[1].any():
-                return
-        raise SarLulcDataError(
-            f"scene {self.path} has no valid pixel in bands {list(self.bands)} (all nodata={self._nodata}, "
-            "non-finite or, for DN/linear input, non-positive)"
-        )
+        # The same settings, including where they came from (the argument above is only how they are passed on).
+        scene._calibration_factor_source = self._calibration_factor_source
+        scene.polarizations = self.polarizations
+        scene.product = self.product
+        return scene
 
-    # -- metadata ------------------------------------------------------------------------------------------------
-    @property
-    def calibration_factor_source(self) -> str:
-        """Where :attr:`calibration_factor` came from: ``"argument"`` (given to :func:`open_scene`), ``"tag"`` (the
-        scene's ``SARLULC_CALIBRATION_FACTOR``/``CALIBRATION_FACTOR`` tag) or ``"default"`` (-83.0 dB), so that a
-        caller with a fallback of its own (a checkpoint's processor) can rank them: argument > scene tag > processor.
-        """
-        return self._calibration_factor_source
-
+    # -- georeferencing and metadata -------------------------------------------------------------------------------
     @property
     def crs(self) -> CRS:
         return self._dataset.crs
@@ -403,30 +473,7 @@ class Alos2Scene:
 
     @property
     def shape(self) -> tuple[int, int]:
-        """``(height, width)`` in pixels."""
         return self._dataset.height, self._dataset.width
-
-    @property
-    def height(self) -> int:
-        return self._dataset.height
-
-    @property
-    def width(self) -> int:
-        return self._dataset.width
-
-    @property
-    def count(self) -> int:
-        """Number of channels returned by reads (1 for HH, 2 for HH+HV)."""
-        return len(self.bands)
-
-    @property
-    def band_names(self) -> tuple[str, ...]:
-        return POLARIZATIONS[: self.count]
-
-    @property
-    def nodata(self) -> float | None:
-        """Declared nodata value of the first band read (``None`` if undeclared)."""
-        return self._nodata[0]
 
     @property
     def dtype(self) -> str:
@@ -434,7 +481,6 @@ class Alos2Scene:
 
     @property
     def block_shapes(self) -> list[tuple[int, int]]:
-        """Internal block ``(rows, cols)`` of each band read; windows aligned to these are cheapest."""
         return [self._dataset.block_shapes[b - 1] for b in self.bands]
 
     @property
@@ -453,73 +499,44 @@ class Alos2Scene:
     def tags(self) -> dict[str, str]:
         return self._dataset.tags()
 
-    # -- reads ---------------------------------------------------------------------------------------------------
-    def _calibrate(self, raw: np.ndarray, masks: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        db = np.empty(raw.shape, dtype=np.float32)
-        valid = np.ones(raw.shape[1:], dtype=bool)
-        for i, nodata in enumerate(self._nodata):
-            db[i], band_valid = calibrate(raw[i], self.input_kind, self.calibration_factor, nodata)
-            valid &= band_valid
-        if masks is not None:
-            valid &= masks.all(axis=0)
-        db[:, ~valid] = 0.0
-        return db, valid
-
-    def read_raw(self, window: Window | None = None) -> np.ndarray:
-        """The stored pixel values ``(C, h, w)`` of a window inside the raster (``None``: the whole raster)."""
-        window = _window_or_full(window, *self.shape)
-        with _data_errors(self.path, f"reading bands {list(self.bands)} at {window}"):
+    # -- reads -----------------------------------------------------------------------------------------------------
+    def _read_inside(self, window: Window) -> np.ndarray:
+        with data_errors(self.path, f"reading bands {list(self.bands)} at {window}"):
             return self._dataset.read(list(self.bands), window=window)
 
-    def read_db(self, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Calibrated sigma0 of a window.
+    def _validity_inside(self, window: Window) -> np.ndarray | None:
+        if not any(self._uses_mask_band):
+            return None
+        with data_errors(self.path, f"reading the mask of bands {list(self.bands)} at {window}"):
+            return (self._dataset.read_masks(list(self.bands), window=window) > 0).all(axis=0)
 
-        Args:
-            window: a rasterio window in pixel coordinates; it may extend past the raster, in which case the outside
-                pixels are invalid. ``None`` reads the whole raster (only do this for small scenes).
+    def _read_decimated(self, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+        with data_errors(self.path, f"a decimated read of bands {list(self.bands)}"):
+            raw = self._dataset.read(list(self.bands), out_shape=(len(self.bands), *out_shape))
+        return raw, None
 
-        Returns:
-            ``(db, valid)``: float32 ``(C, h, w)`` sigma0 in dB with invalid pixels 0.0, and a bool ``(h, w)`` mask.
-        """
-        window = _window_or_full(window, *self.shape)
-        out_h, out_w = int(window.height), int(window.width)
-        db = np.zeros((self.count, out_h, out_w), dtype=np.float32)
-        valid = np.zeros((out_h, out_w), dtype=bool)
-        clipped = _clip_window(window, *self.shape)
-        if clipped is None:
-            return db, valid
-        inside, (rows, cols) = clipped
-        raw = self.read_raw(inside)
-        masks = None
-        if any(self._uses_mask_band):
-            with _data_errors(self.path, f"reading the mask of bands {list(self.bands)} at {inside}"):
-                masks = self._dataset.read_masks(list(self.bands), window=inside) > 0
-        db[:, rows, cols], valid[rows, cols] = self._calibrate(raw, masks)
-        return db, valid
+    def _read_last_blocks(self) -> None:
+        height, width = self.shape
+        block_h, block_w = self._dataset.block_shapes[self.bands[0] - 1]
+        last_block = Window(
+            (width - 1) // block_w * block_w,
+            (height - 1) // block_h * block_h,
+            width - (width - 1) // block_w * block_w,
+            height - (height - 1) // block_h * block_h,
+        )
+        with data_errors(self.path, f"reading the last block of bands {list(self.bands)}"):
+            self._dataset.read(list(self.bands), window=last_block)
 
-    def window_transform(self, window: Window) -> Affine:
-        """The affine transform of a window's top-left pixel corner (the window's own georeferencing)."""
-        return self.transform @ Affine.translation(window.col_off, window.row_off)
+    def _scan_windows(self) -> Iterable[Window]:
+        return (window for _, window in self._dataset.block_windows(self.bands[0]))
 
-    # -- lifetime ------------------------------------------------------------------------------------------------
+    # -- lifetime --------------------------------------------------------------------------------------------------
     def close(self) -> None:
         self._dataset.close()
 
     @property
     def closed(self) -> bool:
         return self._dataset.closed
-
-    def __enter__(self) -> Alos2Scene:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"Alos2Scene({self.path!r}, shape={self.shape}, bands={self.band_names}, input_kind={self.input_kind!r}, "
-            f"crs={self.crs.to_string() if self.crs else None})"
-        )
 
 
 def open_scene(
@@ -528,21 +545,23 @@ def open_scene(
     calibration_factor: float | None = None,
     bands: Sequence[int] | None = None,
     check: bool = True,
-) -> Alos2Scene:
-    """Open and validate an ALOS-2 scene raster.
+    *,
+    polarizations: Sequence[str] | None = None,
+    **product_options: Any,
+) -> Alos2Scene | ProductScene:
+    """Open and validate any scene the package reads: see :func:`sarlulc.data.products.open_scene`, the one entry
+    point (this name is kept here for the modules that import it from :mod:`sarlulc.data.alos2`)."""
+    from .products import open_scene as open_any_scene  # products builds on this module: imported when called
 
-    Args:
-        path: GeoTIFF (or any GDAL raster) with band 1 = HH and optional band 2 = HV.
-        input_kind: ``"dn"``, ``"linear"`` or ``"db"``; ``None`` decides by the rule in the module docstring.
-        calibration_factor: CF in dB for DN input; ``None`` uses the scene's tag, else -83.0.
-        bands: 1-based bands to read as (HH,) or (HH, HV); needed when the file has more than two bands.
-        check: run the cheap integrity and all-nodata checks (last block, decimated read).
-
-    Raises:
-        SarLulcDataError: the file is missing, not a raster, truncated, has the wrong band count or dtype, lacks a
-            CRS or geotransform, or holds no valid pixel.
-    """
-    return Alos2Scene(path, input_kind=input_kind, calibration_factor=calibration_factor, bands=bands, check=check)
+    return open_any_scene(
+        path,
+        input_kind=input_kind,
+        calibration_factor=calibration_factor,
+        bands=bands,
+        check=check,
+        polarizations=polarizations,
+        **product_options,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -555,9 +574,9 @@ class LabelRaster:
     nearest-neighbour warp onto the scene's grid, so every attribute (crs, transform, shape) is the scene's.
     """
 
-    def __init__(self, path: str | Path, like: Alos2Scene | None = None, reproject: bool = False) -> None:
+    def __init__(self, path: str | Path, like: SarScene | None = None, reproject: bool = False) -> None:
         self.path = str(path)
-        self._source = _open_dataset(self.path, "label raster")
+        self._source = open_dataset(self.path, "label raster")
         self._dataset: rasterio.io.DatasetReader | WarpedVRT = self._source
         try:
             self._validate()
@@ -574,6 +593,7 @@ class LabelRaster:
                         resampling=Resampling.nearest,
                         src_nodata=self.fill_code,
                         nodata=self.fill_code,
+                        tolerance=LABEL_WARP_TOLERANCE,
                     )
                     self.reprojected = True
                 else:
@@ -593,7 +613,7 @@ class LabelRaster:
                 f"label raster {self.path} band 1 has dtype {source.dtypes[0]}; expected integer codes "
                 f"({', '.join(_LABEL_DTYPES)})"
             )
-        _check_georeferencing(source, self.path, "label raster")
+        check_georeferencing(source, self.path, "label raster")
 
     def _fill_code(self) -> int:
         nodata = self._source.nodata
@@ -637,15 +657,20 @@ class LabelRaster:
 
     def read_labels(self, window: Window | None = None) -> np.ndarray:
         """Source codes ``(h, w)`` of a window (``None``: whole raster); pixels outside the raster get :attr:`nodata`."""
-        window = _window_or_full(window, *self.shape)
+        window = window_or_full(window, *self.shape)
         out = np.full((int(window.height), int(window.width)), self.fill_code, dtype=np.dtype(self.dtype))
-        clipped = _clip_window(window, *self.shape)
+        clipped = clip_window(window, *self.shape)
         if clipped is None:
             return out
         inside, (rows, cols) = clipped
-        with _data_errors(self.path, f"reading label band 1 at {inside}"):
+        with data_errors(self.path, f"reading label band 1 at {inside}"):
             out[rows, cols] = self._dataset.read(1, window=inside)
         return out
+
+    def read_decimated(self, size: int = 256) -> np.ndarray:
+        """The codes of the whole raster, decimated by nearest neighbour to a longest side of at most ``size`` px."""
+        with data_errors(self.path, "a decimated read of the labels"):
+            return self._dataset.read(1, out_shape=decimated_shape(*self.shape, size), resampling=Resampling.nearest)
 
     def close(self) -> None:
         if self._dataset is not self._source:
@@ -662,15 +687,25 @@ class LabelRaster:
         return f"LabelRaster({self.path!r}, shape={self.shape}, reprojected={self.reprojected})"
 
 
-def open_labels(path: str | Path, like: Alos2Scene | None = None, reproject: bool = False) -> LabelRaster:
-    """Open a label raster of source codes; with ``like``, make sure it is on that scene's grid.
+def open_labels(
+    path: str | Path, like: SarScene | None = None, reproject: bool = False, *, version: str | None = None
+) -> LabelRaster:
+    """Open labels of source codes; with ``like``, make sure they are on that scene's grid.
 
     Args:
-        path: single-band integer raster (uint8 or uint16 JAXA-style codes, nodata 0).
-        like: a scene the labels must match. Without ``reproject``, a different CRS, transform or shape raises.
-        reproject: warp the labels onto ``like``'s grid with nearest-neighbour resampling (windowed, via a
-            ``WarpedVRT``) when they are not already aligned.
+        path: a single-band integer raster (uint8 or uint16 JAXA-style codes, nodata 0), or a folder of JAXA HRLULC
+            tiles (``LC_N{lat}E{lon}.tif``), opened as one mosaic by :func:`sarlulc.data.labels.open_label_tiles`
+            and always warped onto ``like``'s grid.
+        like: a scene the labels must match. Without ``reproject``, a raster with a different CRS, transform or shape
+            raises.
+        reproject: warp a raster onto ``like``'s grid with nearest-neighbour resampling (windowed, via a
+            ``WarpedVRT``) when it is not already aligned.
+        version: the HRLULC version of a tile folder (default: from the folder name).
     """
+    if Path(path).is_dir():
+        from .labels import open_label_tiles  # labels builds on this module: imported when called
+
+        return open_label_tiles(path, like=like, version=version)
     return LabelRaster(path, like=like, reproject=reproject)
 
 
@@ -679,13 +714,13 @@ def _transform_tolerance(transform: Affine) -> float:
     return 1e-4 * min(abs(transform.a) or 1.0, abs(transform.e) or 1.0)
 
 
-def _grids_match(scene: Alos2Scene, labels: LabelRaster) -> bool:
+def _grids_match(scene: SarScene, labels: LabelRaster) -> bool:
     tolerance = _transform_tolerance(scene.transform)
     same_transform = all(abs(x - y) <= tolerance for x, y in zip(scene.transform[:6], labels.transform[:6]))
     return scene.crs == labels.crs and scene.shape == labels.shape and same_transform
 
 
-def check_alignment(scene: Alos2Scene, labels: LabelRaster) -> None:
+def check_alignment(scene: SarScene, labels: LabelRaster) -> None:
     """Raise :class:`SarLulcDataError` unless the label raster has the scene's CRS, transform and shape."""
     problems = []
     if scene.crs != labels.crs:

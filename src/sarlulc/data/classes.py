@@ -16,6 +16,10 @@ that another LULC product with other codes is one JSON file away::
     }
 
 Codes that appear in no class (unknown codes) and the nodata codes map to ``ignore_index`` (255).
+
+Built-in schemes: ``lulc-9`` (the paper's 9 classes, the default), ``water`` (water vs the rest), ``jaxa-14`` (every
+JAXA code, with this package's names and colours), and JAXA's own HRLULC versions ``jaxa-hrlulc-v21.11`` (12 classes)
+and ``jaxa-hrlulc-v23.12`` (14 classes) with JAXA's class names (docs/products.md gives the sources).
 """
 
 from __future__ import annotations
@@ -245,6 +249,51 @@ def _scheme(name: str, groups: Sequence[tuple[str, tuple[int, int, int], tuple[i
     )
 
 
+# JAXA's High-Resolution Land Use and Land Cover map of Japan (HRLULC), the label product, in its two versions: the
+# official class names, and legend colours where a public source gives them (docs/products.md cites the sources).
+HRLULC_V21_11_CLASSES: dict[int, str] = {
+    1: "Water bodies",
+    2: "Built-up",
+    3: "Paddy field",
+    4: "Cropland",
+    5: "Grassland",
+    6: "Deciduous broadleaf forest",
+    7: "Deciduous needleleaf forest",
+    8: "Evergreen broadleaf forest",
+    9: "Evergreen needleleaf forest",
+    10: "Bare",
+    11: "Bamboo forest",
+    12: "Solar panel",
+}
+"""HRLULC v21.11 (12 classes, 2018-2020): code -> JAXA's class name."""
+
+HRLULC_V23_12_CLASSES: dict[int, str] = {**HRLULC_V21_11_CLASSES, 13: "Wetland", 14: "Greenhouse"}
+"""HRLULC v23.12 (14 classes): v21.11's twelve codes with the same meaning, plus wetland and greenhouse."""
+
+HRLULC_COLORS: dict[int, tuple[int, int, int]] = {
+    1: (0, 0, 100),
+    2: (255, 0, 0),
+    3: (0, 128, 255),
+    4: (255, 193, 191),
+    5: (255, 255, 0),
+    6: (128, 255, 0),
+    7: (0, 255, 128),
+    8: (86, 172, 0),
+    9: (0, 172, 86),
+    10: (128, 100, 0),
+    11: (217, 240, 5),
+    12: (161, 41, 119),
+    # No public source gives the legend colours of the two v23.12 classes: these two are this package's choice.
+    13: (0, 197, 255),
+    14: (255, 170, 0),
+}
+"""Legend colour of every HRLULC code. Codes 1-12 follow a public rendering of the JAXA map (docs/products.md says
+which, and that it could not be checked against JAXA's own legend file); 13 and 14 are this package's choice."""
+
+HRLULC_VERSIONS = ("21.11", "23.12")
+"""The HRLULC versions with a built-in class scheme (:func:`hrlulc_scheme`)."""
+
+
 # The source table itself as a scheme (14 classes), for users who want every JAXA class.
 JAXA_14 = _scheme(
     "jaxa-14",
@@ -279,11 +328,38 @@ WATER = _scheme(
     water="water",
 )
 
-SCHEMES: dict[str, ClassScheme] = {s.name: s for s in (LULC_9, WATER, JAXA_14)}
+# The HRLULC versions as schemes: every code is its own class, named and coloured as JAXA does. jaxa-14 above has
+# v23.12's codes in the same order with this package's shorter names and colours; it stays for the checkpoints that
+# were trained with it (a scheme is matched to a model by its class names).
+HRLULC_V21_11 = _scheme(
+    "jaxa-hrlulc-v21.11",
+    [(name, HRLULC_COLORS[code], (code,)) for code, name in HRLULC_V21_11_CLASSES.items()],
+    water="Water bodies",
+)
+HRLULC_V23_12 = _scheme(
+    "jaxa-hrlulc-v23.12",
+    [(name, HRLULC_COLORS[code], (code,)) for code, name in HRLULC_V23_12_CLASSES.items()],
+    water="Water bodies",
+)
+
+SCHEMES: dict[str, ClassScheme] = {s.name: s for s in (LULC_9, WATER, JAXA_14, HRLULC_V21_11, HRLULC_V23_12)}
+
+
+def hrlulc_scheme(version: str) -> ClassScheme:
+    """The class scheme of an HRLULC version (``"21.11"``, ``"v23.12"``).
+
+    Raises:
+        ValueError: the version has no built-in scheme.
+    """
+    key = str(version).lower().lstrip("v")
+    if key not in HRLULC_VERSIONS:
+        raise ValueError(f"unknown HRLULC version {version!r}: the built-in ones are {', '.join(HRLULC_VERSIONS)}")
+    return HRLULC_V21_11 if key == "21.11" else HRLULC_V23_12
 
 
 def get_scheme(scheme: str | Path | Mapping | ClassScheme | None = None) -> ClassScheme:
-    """Resolve a scheme given by name (``"lulc-9"``, ``"water"``, ``"jaxa-14"``), JSON path, dict, or instance."""
+    """Resolve a scheme given by name (``"lulc-9"``, ``"water"``, ``"jaxa-14"``, ``"jaxa-hrlulc-v21.11"``,
+    ``"jaxa-hrlulc-v23.12"``), JSON path, dict, or instance."""
     if scheme is None:
         return LULC_9
     if isinstance(scheme, ClassScheme):
@@ -352,7 +428,10 @@ def scheme_for_id2label(
     for scheme in SCHEMES.values():
         if scheme.names == names:
             return scheme
-    known = {cls.name.lower(): cls.color for scheme in SCHEMES.values() for cls in scheme.classes}
+    known: dict[str, tuple[int, int, int]] = {}
+    for scheme in SCHEMES.values():  # the first scheme naming a class gives its colour (lulc-9 first)
+        for cls in scheme.classes:
+            known.setdefault(cls.name.lower(), cls.color)
     classes = tuple(
         LulcClass(id=i, name=name, color=known.get(name.lower(), _generated_color(i)), codes=())
         for i, name in enumerate(names)

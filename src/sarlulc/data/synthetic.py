@@ -50,6 +50,7 @@ from rasterio.warp import transform as transform_coordinates
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from ..models.image_processing_sar import BACKSCATTER_TAG, POLARIZATIONS_TAG
 from .alos2 import CALIBRATION_FACTOR_TAG, DEFAULT_CALIBRATION_FACTOR, INPUT_KIND_TAG, db_to_dn
 from .classes import JAXA_SOURCE_CLASSES, JAXA_SOURCE_COLORS
 
@@ -88,6 +89,29 @@ CLASS_SIGMA0_DB: dict[int, tuple[float, float]] = {
 }
 """Literature range of each JAXA source class's mean L-band HH sigma0 in dB (docs/method.md, section 6). The generator's
 materials draw their region means inside these, so a class's mean sigma0 (a linear mean, in dB) lies in its range."""
+
+HV_DEPOLARIZATION_DB: dict[int, float] = {
+    0: 8.0,  # unlabeled far sea
+    1: 8.0,
+    2: 8.0,
+    3: 8.0,
+    4: 9.0,
+    5: 9.0,
+    6: 6.0,
+    7: 6.0,
+    8: 6.0,
+    9: 6.0,
+    10: 10.0,
+    11: 6.0,
+    12: 10.0,
+    13: 8.0,
+    14: 8.0,
+}
+"""HH minus HV (dB) of the synthetic HV band per JAXA code: volume scattering in forests depolarizes most (about
+6 dB), bare and smooth surfaces least. Synthetic values of the right order for L band, not measurements."""
+
+_HV_RATIO_BY_CODE = np.array([HV_DEPOLARIZATION_DB.get(code, 8.0) for code in range(256)])
+_HV_SPECKLE_SEED_OFFSET = 7_919  # HV's speckle comes from another stream than HH's
 
 
 @dataclass(frozen=True)
@@ -790,6 +814,21 @@ class SyntheticLandscape:
         dn[~valid] = 0
         return SyntheticBlock(codes=codes, clean_db=db.astype(np.float32), dn=dn, valid=valid)
 
+    def render_hv(self, window: Window, block: SyntheticBlock) -> np.ndarray:
+        """Cross-polarized (HV) DNs of a window rendered by :meth:`render`: the noise-free HH backscatter lowered by
+        its class's depolarization ratio (:data:`HV_DEPOLARIZATION_DB`), with speckle independent of HH's."""
+        cfg = self.config
+        row0, col0 = int(window.row_off), int(window.col_off)
+        rows = np.arange(row0, row0 + int(window.height), dtype=np.int64)[:, None]
+        cols = np.arange(col0, col0 + int(window.width), dtype=np.int64)[None, :]
+        ratio = _HV_RATIO_BY_CODE[block.codes]
+        intensity = np.power(10.0, (block.clean_db.astype(np.float64) - ratio) / 10.0)
+        if cfg.speckle:
+            intensity *= _gamma_unit_mean(_pack(rows, cols), cfg.looks, cfg.seed + _HV_SPECKLE_SEED_OFFSET)
+        dn = db_to_dn(10.0 * np.log10(intensity), cfg.calibration_factor)
+        dn[~block.valid] = 0
+        return dn
+
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Writing the GeoTIFFs
@@ -827,7 +866,8 @@ def _scene_tags(config: SyntheticSceneConfig) -> dict[str, str]:
     return {
         INPUT_KIND_TAG: "dn",
         CALIBRATION_FACTOR_TAG: repr(float(config.calibration_factor)),
-        "SARLULC_POLARIZATIONS": "HH",
+        POLARIZATIONS_TAG: "HH",
+        BACKSCATTER_TAG: "sigma0",
         "SARLULC_SYNTHETIC": "1",
         "SARLULC_SYNTHETIC_SEED": str(config.seed),
         "SARLULC_SYNTHETIC_LOOKS": repr(float(config.looks)),

@@ -13,7 +13,13 @@ the raster's edge are padded with invalid pixels; tiles whose share of valid sce
 * ``crs`` -- ``Value("string")``: the scene's CRS, ``"EPSG:xxxx"`` when it has an EPSG code, WKT otherwise;
 * ``transform`` -- ``List(Value("float64"), length=6)``: the tile's own affine ``(a, b, c, d, e, f)`` (rasterio order);
 * ``row_off``, ``col_off`` -- ``Value("int64")``: the tile's origin in the scene, in pixels;
-* ``scene`` -- ``Value("string")``: the scene id (by default the scene path as given).
+* ``scene`` -- ``Value("string")``: the scene id (by default the scene path as given);
+* ``product_id`` -- ``Value("string")``: the product the tile comes from (a mosaic tile and year, an ALOS-2 product
+  id, or a plain GeoTIFF's file name: :attr:`sarlulc.data.scene.ProductInfo.product_id`).
+
+Scenes are anything :func:`sarlulc.data.open_scene` opens: GeoTIFFs and JAXA products (mosaic tiles, archives,
+L1.5/L2.1 product folders). Labels are a raster per scene, or a folder of JAXA HRLULC tiles shared by every scene
+(``labels=``), warped onto each scene's grid on the fly.
 
 :func:`tile_dataset` builds a map-style :class:`datasets.Dataset` (``Dataset.from_generator``) or, with
 ``streaming=True``, an :class:`datasets.IterableDataset` that reads windows on the fly and yields the same tiles in the
@@ -49,8 +55,11 @@ from tqdm.auto import tqdm
 
 from ..errors import SarLulcDataError
 from ..models.image_processing_sar import DEFAULT_CLIP_DB
-from .alos2 import Alos2Scene, LabelRaster, open_labels, open_scene
+from .alos2 import LabelRaster, open_labels, open_scene
 from .classes import ClassScheme, get_scheme
+from .labels import HRLULC_TILE_NAME, is_label_folder
+from .products import ARCHIVE_SUFFIXES, find_products, is_product_folder
+from .scene import SarScene
 
 __all__ = [
     "DEFAULT_CLIP_RANGE_DB",
@@ -102,46 +111,76 @@ def _labels_for(scene: Path) -> Path | None:
     return next((c for c in candidates if c.exists()), None)
 
 
-def find_scene_sources(folder: str | Path) -> list[SceneSource]:
-    """All scenes in a folder tree, sorted by path, each paired with its label raster if there is one.
+def _product_folders(products: list[str]) -> set[Path]:
+    """The folders whose rasters belong to the products found (a product folder, a loose mosaic tile's folder): their
+    GeoTIFFs are not scenes of their own. Archives hold their files inside: their folder keeps its other scenes."""
+    folders = set()
+    for product in products:
+        path = Path(product)
+        if path.is_dir():
+            folders.add(path)
+        elif path.is_file() and not path.name.lower().endswith(ARCHIVE_SUFFIXES):
+            folders.add(path.parent)
+    return folders
 
-    Every ``*.tif``/``*.tiff`` is a scene except label rasters, which are found by name: ``NAME_labels.tif`` belongs to
-    ``NAME.tif``, and ``labels.tif`` to ``scene.tif`` in the same folder (what ``sarlulc synth`` writes).
+
+def find_scene_sources(folder: str | Path, labels: str | Path | None = None) -> list[SceneSource]:
+    """All scenes in a folder tree, sorted by path, each paired with its labels if there are any.
+
+    Scenes are JAXA products (:func:`sarlulc.data.products.find_products`: mosaic tiles, archives, L1.5/L2.1 product
+    folders) and the other ``*.tif``/``*.tiff`` files, except label rasters: HRLULC tiles (``LC_N{lat}E{lon}.tif``),
+    and per-scene label rasters found by name: ``NAME_labels.tif`` belongs to ``NAME.tif``, and ``labels.tif`` to
+    ``scene.tif`` in the same folder (what ``sarlulc synth`` writes).
+
+    Args:
+        folder: the folder tree.
+        labels: labels for every scene that has no label raster of its own: a folder of HRLULC tiles or one raster,
+            warped onto each scene's grid.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise SarLulcDataError(f"scene folder {folder} does not exist or is not a directory")
+    shared = None if labels is None else str(labels)
+    products = find_products(folder)
+    inside_products = _product_folders(products)
+    sources = [SceneSource(product, shared) for product in products]
     rasters = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _RASTER_SUFFIXES and p.is_file())
-    sources = []
     for path in rasters:
+        if path.parent in inside_products or HRLULC_TILE_NAME.match(path.name) or is_label_folder(path.parent):
+            continue
         is_label = path.stem.endswith(_LABEL_SUFFIX) or (path.stem == "labels" and (path.with_stem("scene")).exists())
         if not is_label:
-            labels = _labels_for(path)
-            sources.append(SceneSource(str(path), None if labels is None else str(labels)))
+            own = _labels_for(path)
+            sources.append(SceneSource(str(path), shared if own is None else str(own)))
     if not sources:
-        raise SarLulcDataError(f"scene folder {folder} contains no GeoTIFF scene (*.tif, *.tiff)")
-    return sources
+        raise SarLulcDataError(
+            f"scene folder {folder} contains no GeoTIFF scene (*.tif, *.tiff other than labels) and no JAXA product"
+        )
+    return sorted(sources, key=lambda source: source.scene)
 
 
 def resolve_sources(
     sources: str | Path | SceneSource | tuple | Iterable[str | Path | SceneSource | tuple],
+    labels: str | Path | None = None,
 ) -> list[SceneSource]:
-    """Normalize the ways to name scenes: a folder, a scene path, a ``(scene, labels)`` pair, or a list of these."""
+    """Normalize the ways to name scenes: a folder, a scene or product path, a ``(scene, labels)`` pair, or a list of
+    these. ``labels`` (a folder of HRLULC tiles or one raster) goes to every scene named without labels of its own."""
     if isinstance(sources, (str, Path, SceneSource)) or (
         isinstance(sources, tuple) and len(sources) == 2 and not isinstance(sources[0], (tuple, SceneSource))
     ):
         sources = [sources]
+    shared = None if labels is None else str(labels)
     resolved: list[SceneSource] = []
     for item in sources:
         if isinstance(item, SceneSource):
             resolved.append(item)
         elif isinstance(item, tuple):
-            scene, labels = item
-            resolved.append(SceneSource(str(scene), None if labels is None else str(labels)))
-        elif Path(item).is_dir():
-            resolved.extend(find_scene_sources(item))
+            scene, own = item
+            resolved.append(SceneSource(str(scene), shared if own is None else str(own)))
+        elif Path(item).is_dir() and not is_product_folder(item):
+            resolved.extend(find_scene_sources(item, labels=shared))
         else:
-            resolved.append(SceneSource(str(item)))
+            resolved.append(SceneSource(str(item), shared))
     if not resolved:
         raise ValueError("no scenes given")
     ids = [s.id for s in resolved]
@@ -280,6 +319,7 @@ def tile_features(channels: int, tile_size: int) -> datasets.Features:
             "row_off": datasets.Value("int64"),
             "col_off": datasets.Value("int64"),
             "scene": datasets.Value("string"),
+            "product_id": datasets.Value("string"),
         }
     )
 
@@ -298,17 +338,20 @@ class _TileSpec:
     bands: tuple[int, ...] | None
     split: dict | None
     progress: bool
+    polarizations: tuple[str, ...] | None = None
 
-    def open_scene(self, source: SceneSource) -> Alos2Scene:
-        return open_scene(source.scene, self.input_kind, self.calibration_factor, self.bands)
+    def open_scene(self, source: SceneSource) -> SarScene:
+        return open_scene(
+            source.scene, self.input_kind, self.calibration_factor, self.bands, polarizations=self.polarizations
+        )
 
-    def open_labels(self, source: SceneSource, scene: Alos2Scene) -> LabelRaster | None:
+    def open_labels(self, source: SceneSource, scene: SarScene) -> LabelRaster | None:
         if source.labels is None:
             return None
         return open_labels(source.labels, like=scene, reproject=self.reproject_labels)
 
 
-def _crs_string(scene: Alos2Scene) -> str:
+def _crs_string(scene: SarScene) -> str:
     epsg = scene.crs.to_epsg()
     return f"EPSG:{epsg}" if epsg is not None else scene.crs.to_wkt()
 
@@ -328,6 +371,7 @@ def _scene_tiles(source: SceneSource, spec: _TileSpec, split_name: str | None) -
             windows = tile_windows(scene.height, scene.width, spec.tile_size, spec.stride)
             groups = split.group_splits(source.id, scene.height, scene.width, spec.stride) if split else None
             crs = _crs_string(scene)
+            product_id = scene.product.product_id or Path(source.scene).name
             for window in tqdm(
                 windows, desc=f"tiles of {Path(source.id).name}", unit="tile", disable=not spec.progress
             ):
@@ -349,6 +393,7 @@ def _scene_tiles(source: SceneSource, spec: _TileSpec, split_name: str | None) -
                     "row_off": int(window.row_off),
                     "col_off": int(window.col_off),
                     "scene": source.id,
+                    "product_id": product_id,
                 }
 
 
@@ -371,6 +416,7 @@ def _make_spec(
     bands: Sequence[int] | None,
     progress: bool,
     split: SpatialSplit | None = None,
+    polarizations: Sequence[str] | None = None,
 ) -> _TileSpec:
     """Validate the tiling options and freeze them into plain data."""
     stride = tile_size if stride is None else stride
@@ -388,6 +434,7 @@ def _make_spec(
         bands=None if bands is None else tuple(int(b) for b in bands),
         split=None if split is None else split.to_dict(),
         progress=progress,
+        polarizations=None if polarizations is None else tuple(str(p).upper() for p in polarizations),
     )
 
 
@@ -408,9 +455,19 @@ def _check_sources(sources: list[SceneSource], spec: _TileSpec) -> int:
 
 
 def _file_stamp(path: str | None) -> list | None:
-    if path is None or not Path(path).exists():
+    """Size and modification time of a file, of every file of a folder (a product, a label folder), or of the archive
+    a member path (``ARCHIVE.tar.gz/member``) points into."""
+    if path is None:
         return None
-    stat = Path(path).stat()
+    local = Path(path)
+    if not local.exists():
+        archive = next((parent for parent in local.parents if parent.is_file()), None)
+        if archive is None:
+            return None
+        local = archive
+    if local.is_dir():
+        return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(local.rglob("*")) if f.is_file()]
+    stat = local.stat()
     return [stat.st_size, stat.st_mtime_ns]
 
 
@@ -420,7 +477,7 @@ def _fingerprint(sources: list[SceneSource], spec: _TileSpec, split_name: str | 
         "sources": [[s.scene, s.labels, s.id, _file_stamp(s.scene), _file_stamp(s.labels)] for s in sources],
         "spec": {**spec.__dict__, "progress": None},
         "split_name": split_name,
-        "version": 1,
+        "version": 2,
     }
     return hashlib.blake2b(json.dumps(content, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
@@ -488,6 +545,8 @@ def iter_tiles(
     calibration_factor: float | None = None,
     bands: Sequence[int] | None = None,
     progress: bool = True,
+    polarizations: Sequence[str] | None = None,
+    labels: str | Path | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield tile examples (dicts of numpy arrays, columns as in the module docstring) without ``datasets``."""
     spec = _make_spec(
@@ -500,8 +559,9 @@ def iter_tiles(
         calibration_factor=calibration_factor,
         bands=bands,
         progress=progress,
+        polarizations=polarizations,
     )
-    for source in resolve_sources(sources):
+    for source in resolve_sources(sources, labels):
         yield from _scene_tiles(source, spec, None)
 
 
@@ -519,11 +579,13 @@ def tile_dataset(
     streaming: bool = False,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    polarizations: Sequence[str] | None = None,
+    labels: str | Path | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """Tile one or more scenes into a ``datasets.Dataset`` (or an ``IterableDataset`` with ``streaming=True``).
 
     Args:
-        sources: a folder (see :func:`find_scene_sources`), a scene path, a ``(scene, labels)`` pair, a
+        sources: a folder (see :func:`find_scene_sources`), a scene or product path, a ``(scene, labels)`` pair, a
             :class:`SceneSource`, or a list of these.
         tile_size: tile side T in pixels.
         stride: distance between tile origins (default ``tile_size``: no overlap).
@@ -532,10 +594,12 @@ def tile_dataset(
             tiles without any valid pixel are always skipped.
         reproject_labels: warp label rasters that are not on their scene's grid (nearest neighbour) instead of raising
             :class:`SarLulcDataError`.
-        input_kind, calibration_factor, bands: passed to :func:`sarlulc.data.alos2.open_scene`.
+        input_kind, calibration_factor, bands, polarizations: passed to :func:`sarlulc.data.open_scene`.
         streaming: return an ``IterableDataset`` that reads windows lazily (same tiles, same order).
         cache_dir: where ``datasets`` writes the Arrow cache of a map-style build (default: ``HF_DATASETS_CACHE``).
         progress: show progress bars.
+        labels: labels for every scene given without its own: a folder of JAXA HRLULC tiles (or one raster), warped
+            onto each scene's grid window by window.
 
     Raises:
         SarLulcDataError: a scene or label raster is unusable or misaligned (checked before any tile is built).
@@ -550,8 +614,9 @@ def tile_dataset(
         calibration_factor=calibration_factor,
         bands=bands,
         progress=progress,
+        polarizations=polarizations,
     )
-    resolved = resolve_sources(sources)
+    resolved = resolve_sources(sources, labels)
     channels = _check_sources(resolved, spec)
     return _build(resolved, spec, channels, None, streaming, cache_dir)
 
@@ -571,6 +636,8 @@ def split_tile_dataset(
     streaming: bool = False,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    polarizations: Sequence[str] | None = None,
+    labels: str | Path | None = None,
 ) -> datasets.DatasetDict | datasets.IterableDatasetDict:
     """Like :func:`tile_dataset`, split in space by ``split`` (default :class:`SpatialSplit`: 80/10/10 by groups
     of 4 x 4 tiles) into a ``DatasetDict`` (or ``IterableDatasetDict``) with one entry per split name.
@@ -589,8 +656,9 @@ def split_tile_dataset(
         bands=bands,
         progress=progress,
         split=split,
+        polarizations=polarizations,
     )
-    resolved = resolve_sources(sources)
+    resolved = resolve_sources(sources, labels)
     channels = _check_sources(resolved, spec)
     parts = {name: _build(resolved, spec, channels, name, streaming, cache_dir) for name in split.names}
     return datasets.IterableDatasetDict(parts) if streaming else datasets.DatasetDict(parts)

@@ -4,9 +4,11 @@ Training data is given as one path, which is either
 
 * a dataset saved with ``save_to_disk`` (a ``DatasetDict`` of splits, as ``sarlulc demo`` writes to ``OUT/tiles``, or a
   single ``Dataset``), or
-* GeoTIFF scenes: a folder (every scene and its ``*_labels.tif`` / ``labels.tif``), or one scene file; these are tiled
-  with :mod:`sarlulc.data.tiles` (and split in space for fine-tuning, by :func:`spatial_split` of the
-  :class:`SpatialSplitArguments`).
+* scenes: a folder (every GeoTIFF scene and its ``*_labels.tif`` / ``labels.tif``, and every JAXA product: mosaic
+  tiles and their archives, L1.5/L2.1 product folders), or one scene or product; these are tiled with
+  :mod:`sarlulc.data.tiles` (and split in space for fine-tuning, by :func:`spatial_split` of the
+  :class:`SpatialSplitArguments`). ``--labels`` gives labels to the scenes without their own: a folder of JAXA HRLULC
+  tiles (or one label raster), warped onto each scene's grid while tiling.
 
 :class:`TileArguments` say where the tiles come from and how scenes are cut; :func:`check_tile_arguments` checks them
 before anything heavy and :func:`load_training_splits` loads the splits they describe.
@@ -74,26 +76,32 @@ def load_tile_splits(
     min_valid_fraction: float = 0.5,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    labels: str | Path | None = None,
 ) -> datasets.DatasetDict:
-    """The tile splits of a saved dataset or of GeoTIFF scenes (see the module docstring).
+    """The tile splits of a saved dataset or of scenes and products (see the module docstring).
 
     Args:
-        source: a saved dataset folder, a folder of scenes, or a scene file.
+        source: a saved dataset folder, a folder of scenes and products, or one scene or product.
         scheme: class scheme used to encode the label rasters (scenes only; a saved dataset keeps its ids).
         split: spatial split for scenes; ``None`` puts every tile into ``"train"`` (pretraining).
         tile_size, stride, min_valid_fraction, cache_dir, progress: tiling options of
             :func:`sarlulc.data.tiles.tile_dataset` (scenes only).
+        labels: labels for the scenes without their own: a folder of HRLULC tiles or one label raster.
 
     Raises:
-        UsageError: the source does not exist.
-        SarLulcDataError: a scene or label raster is unusable.
+        UsageError: the source does not exist, or labels are given for a saved dataset.
+        SarLulcDataError: a scene, product or label raster is unusable.
     """
     path = Path(source)
-    if not path.exists():
+    if not path.exists() and not _inside_archive(path):
         raise UsageError(
             f"training data {path} does not exist (give a saved dataset folder, a scene folder or a scene)"
         )
     if is_saved_dataset(path):
+        if labels is not None:
+            raise UsageError(
+                f"training data {path} is a saved tile dataset with its labels; --labels applies to scenes"
+            )
         return _load_saved(path)
     options = dict(
         tile_size=tile_size,
@@ -102,6 +110,9 @@ def load_tile_splits(
         min_valid_fraction=min_valid_fraction,
         cache_dir=cache_dir,
         progress=progress,
+        labels=labels,
+        # A label raster shared by several scenes cannot be on every scene's grid: it is warped (tiles always are).
+        reproject_labels=labels is not None,
     )
     with datasets_progress_bars(progress):
         if split is None:
@@ -109,12 +120,19 @@ def load_tile_splits(
         return split_tile_dataset(str(path), split, **options)
 
 
+def _inside_archive(path: Path) -> bool:
+    """Whether ``path`` names a member of an existing archive (``ARCHIVE.tar.gz/N35E139_19_sl_HH_F02DAR.tif``)."""
+    return any(parent.is_file() for parent in path.parents)
+
+
 def check_tile_arguments(args: TileArguments) -> None:
     """Check the data options before anything is loaded; raises :class:`UsageError`."""
-    if not Path(args.train_data).exists():
+    if not Path(args.train_data).exists() and not _inside_archive(Path(args.train_data)):
         raise UsageError(
             f"--train_data {args.train_data} does not exist (give a saved dataset folder, a scene folder or a scene)"
         )
+    if args.labels is not None and not Path(args.labels).exists():
+        raise UsageError(f"--labels {args.labels} does not exist (give a folder of HRLULC tiles or a label raster)")
     if args.tile_size < 32 or (args.tile_stride is not None and not 1 <= args.tile_stride <= args.tile_size):
         raise UsageError("--tile_size must be >= 32 and --tile_stride in [1, tile_size]")
     if not 0.0 <= args.min_valid_fraction <= 1.0:
@@ -140,6 +158,7 @@ def load_training_splits(
         min_valid_fraction=args.min_valid_fraction,
         cache_dir=args.cache_dir,
         progress=progress,
+        labels=args.labels,
     )
 
 
