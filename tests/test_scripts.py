@@ -111,7 +111,7 @@ def test_no_script_touches_sys_path(script: str):
 
 def test_every_command_has_a_script_and_every_script_is_its_command():
     """A script is `sys.exit(main(["<command>", *sys.argv[1:]], prog="<script>.py"))` and nothing else."""
-    assert set(SCRIPT_COMMANDS.values()) | {"synth", "demo"} == set(COMMANDS)
+    assert set(SCRIPT_COMMANDS.values()) | {"synth", "demo", "info"} == set(COMMANDS)
     for script, command in SCRIPT_COMMANDS.items():
         text = (SCRIPTS / script).read_text()
         assert f'sys.exit(main(["{command}", *sys.argv[1:]], prog="{script}"))' in text
