@@ -382,7 +382,13 @@ class PredictionArguments:
             "help": "Folder of a segmentation checkpoint (save_pretrained), or a Hub model id.",
         }
     )
-    scene: str = field(metadata={"positional": True, "help": "ALOS-2 scene GeoTIFF (band 1 HH, optional band 2 HV)."})
+    scene: str = field(
+        metadata={
+            "positional": True,
+            "help": "ALOS-2 scene: a GeoTIFF (band 1 HH, optional band 2 HV) or a JAXA product (25 m mosaic tile, "
+            "its folder or .tar.gz archive; L1.5/L2.1 product folder, summary.txt or .zip; CEOS delivery).",
+        }
+    )
     out: str = field(
         metadata={"positional": True, "help": "Class map GeoTIFF to write (uint8 class ids, 255 = no data)."}
     )
@@ -396,6 +402,31 @@ class PredictionArguments:
     water: bool = field(default=False, metadata={"help": "Also write OUT_water.tif (1 water, 0 other, 255 no data)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace existing outputs."})
     progress: bool = field(default=True, metadata={"help": "Show the progress bar (--no_progress hides it)."})
+    bands: list[int] | None = field(
+        default=None,
+        metadata={"help": "1-based scene bands to read, in the model's channel order (e.g. --bands 1 for HH only)."},
+    )
+    polarizations: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Polarizations to read, in the model's channel order (e.g. --polarizations HH); an "
+            "alternative to --bands."
+        },
+    )
+    strict: bool = field(
+        default=False,
+        metadata={
+            "help": "Refuse a scene whose backscatter convention (sigma0/gamma0) or polarizations differ from the "
+            "model's training data (default: warn and predict)."
+        },
+    )
+    output_grid: Literal["scene", "model"] = field(
+        default="scene",
+        metadata={
+            "help": "For a scene at another GSD than the model's (resampled to it): write the maps on the scene's "
+            "grid (its CRS, transform and shape) or on the model's grid."
+        },
+    )
 
 
 @dataclass

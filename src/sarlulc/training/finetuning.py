@@ -59,6 +59,7 @@ from .common import (
     save_arguments,
 )
 from .configs import build_config, parse_overrides
+from .data_record import record_training_data, training_data_record
 from .loop import (
     LoopArguments,
     TrainingHooks,
@@ -289,6 +290,8 @@ def _finetune(
         return *histograms, _processor(args, train_tiles, progress)
 
     train_histogram, eval_histogram, processor = computed_on_main_process(accelerator, statistics)
+    # The fine-tuning data is what the finished model predicts: its record replaces a pretraining checkpoint's.
+    record_training_data(processor, training_data_record(tile_args.train_data, tile_args.labels))
     check_label_ids(train_histogram, scheme, f"split {args.train_split!r} of {tile_args.train_data}")
     check_label_ids(eval_histogram, scheme, f"split {args.eval_split!r} of {tile_args.train_data}")
     config.class_frequencies = train_histogram[: scheme.num_classes].tolist()
