@@ -25,9 +25,15 @@ mask per batch, `mask_ratio` of its units set):
   `M = 0` tokens and a learned mask token elsewhere, branch 2 with the `M = 1` tokens and the mask token elsewhere.
   Image `i`'s units with `M = 1` are predicted by branch 1 of mixed image `i`, its units with `M = 0` by branch 2 of
   mixed image `B-1-i`: every unit of every image is predicted from the branch in which it was hidden.
-- Loss: `sum(w * (prediction - target)**2) / sum(w)` over all units, pixels and bands, the target being each
+- Loss: `mean(w * (prediction - target)**2)` over all units, pixels and bands, the target being each
   `encoder_stride`-pixel patch normalized to zero mean and unit variance (`norm_pix_loss`), and `w` the
-  backscatter weight `exp(-P_norm / tau)` of [`BackscatterWeightedMSE`] (1 everywhere for plain MixMAE).
+  SAR-W-MixMAE backscatter weight `exp(s * (1 - lin_n))` of [`BackscatterWeightedMSE`] (1 everywhere for plain
+  MixMAE).
+
+Parameter names differ from MixMAE's code, but the arithmetic and the parameter shapes are the same (the fixed
+position embeddings put the column encoding in the first half of the channels, the LayerNorms use eps 1e-5, a window
+larger than its stage's grid shrinks with its bias table), so `sarlulc.conversion` maps the authors' checkpoints
+onto these classes tensor by tensor.
 
 Layout note: MixMAE uses no shifted windows, so every block of a stage sees the same window partition. We therefore
 partition once when a stage starts and keep the tokens in window order `(batch * windows, window_area, channels)`
@@ -63,7 +69,6 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_sar_mixmae import SarMixMAEConfig
-from .image_processing_sar import DEFAULT_CLIP_DB
 
 logger = logging.get_logger(__name__)
 
@@ -104,7 +109,7 @@ class SarMixMAEForPreTrainingOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`):
-            Backscatter-weighted (or plain) dual-reconstruction MSE over every token of every image.
+            Backscatter-weighted (or plain) dual-reconstruction MSE over every value of every image.
         logits (`torch.FloatTensor` of shape `(batch_size, num_units, encoder_stride**2 * num_channels)`):
             Per-image reconstruction of every mixing unit, each predicted by the decoder branch in which it was
             hidden, in the (per-patch normalized, if `norm_pix_loss`) target space. `unpatchify` turns it into images.
@@ -112,8 +117,9 @@ class SarMixMAEForPreTrainingOutput(ModelOutput):
             The mixing mask `M` shared by the batch: 1.0 where a mixed image holds its partner's token, 0.0 where it
             holds its own. A float, as `ViTMAEForPreTraining`'s mask, so that generic output utilities (which subtract
             and compare outputs) work on it; `mask.bool()` gives the boolean mask that `mixing_mask=` accepts.
-        loss_weights (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`):
-            Per-pixel weight of the squared error (0 on invalid pixels).
+        loss_weights (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Weight of the squared error of every pixel and band (0 on invalid pixels); with
+            `backscatter_channel_mode="shared_avg"` every band holds the same map.
         hidden_states, reshaped_hidden_states, attentions:
             The encoder's, as in [`SarMixMAEModelOutput`], for the mixed batch (with group-masked attention). The
             decoder's attention weights are not returned (as in transformers' `ViTMAEForPreTraining`).
@@ -153,8 +159,13 @@ class SarMixMAEEncoderOutput(ModelOutput):
 def sincos_position_embedding_2d(
     height: int, width: int, dim: int, device=None, dtype=torch.float32, temperature: float = 10000.0
 ) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding `(height * width, dim)`: half the channels encode the row, half the
-    column, each as sin/cos pairs over geometric frequencies (as in MAE / MixMAE)."""
+    """Fixed 2-D sine-cosine position embedding `(height * width, dim)`, tokens in row-major order.
+
+    MAE's layout, which MixMAE's code uses for the encoder and the decoder: the first `dim / 2` channels encode the
+    token's column (x), the last `dim / 2` its row (y), each as `[sin(pos * omega), cos(pos * omega)]` with
+    `omega_i = 1 / temperature ** (i / (dim / 4))`, `i = 0 .. dim/4 - 1`. The order matters: with the halves swapped
+    the model still trains, but it computes something else with a checkpoint of the reference code.
+    """
     if dim % 4 != 0:
         raise ValueError(f"2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
     quarter = dim // 4
@@ -163,7 +174,7 @@ def sincos_position_embedding_2d(
     cols = torch.arange(width, device=device, dtype=torch.float32)[:, None] * omega[None, :]
     rows = torch.cat([rows.sin(), rows.cos()], dim=1)[:, None, :].expand(height, width, 2 * quarter)
     cols = torch.cat([cols.sin(), cols.cos()], dim=1)[None, :, :].expand(height, width, 2 * quarter)
-    return torch.cat([rows, cols], dim=-1).reshape(height * width, dim).to(dtype)
+    return torch.cat([cols, rows], dim=-1).reshape(height * width, dim).to(dtype)
 
 
 def window_partition(hidden_states: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
@@ -211,10 +222,14 @@ def random_mixing_mask(
     device=None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One MixMAE mask for a whole batch: `(1, h, w)` bool with exactly `round(h * w * mask_ratio)` `True` units."""
+    """One MixMAE mask for a whole batch: `(1, h, w)` bool with exactly `int(h * w * mask_ratio)` `True` units.
+
+    The units with the smallest of `h * w` uniform draws are set, as in MixMAE's code: from the same random state
+    (`generator`, or the global one) both draw the same mask.
+    """
     h, w = num_units
     total = h * w
-    num_masked = round(total * mask_ratio)
+    num_masked = int(total * mask_ratio)
     noise = torch.rand(total, device=device, generator=generator)
     order = noise.argsort()
     mask = torch.zeros(total, dtype=torch.bool, device=device)
@@ -550,7 +565,8 @@ class SarMixMAEStage(nn.Module):
     def __init__(self, config: SarMixMAEConfig, stage: int, drop_path: list[float]):
         super().__init__()
         dim = config.embed_dim * 2**stage
-        self.window_size = config.window_size[stage]
+        # Shrunk to the stage's grid at image_size, with the bias tables: the reference's parameter shapes.
+        self.window_size = config.stage_window_size(stage)
         self.blocks = nn.ModuleList(
             [
                 SarMixMAEBlock(config, dim, config.num_heads[stage], self.window_size, drop_path[i])
@@ -929,25 +945,30 @@ class SarMixMAEDecoderBlock(GradientCheckpointingLayer):
 
 
 class BackscatterWeightedMSE(nn.Module):
-    """SAR-W-MixMAE's pixel loss: squared error weighted by `w = exp(-P_norm / tau)` of each pixel's backscatter.
+    """SAR-W-MixMAE's pixel loss (the authors' form): the plain mean of `w * (prediction - target)**2`.
 
-    `P = mean over bands of 10 ** (dB / 10)` is the linear backscatter power (the mean of HH and HV power for two
-    bands), with `dB` read from the input `config.backscatter_power_source` names: the calibrated, clipped sigma0 in
-    dB that the image processor returns as `backscatter_db` (physical power), or the model input itself (the
-    SAR-W-MixMAE authors' code). `P_norm` is `P` normalized to [0, 1] by each image's own min and max over its valid
-    pixels (or `clip(P / backscatter_global_max, 0, 1)`). Dark pixels (water, smooth surfaces) weigh most (`w = 1`),
-    the brightest least (`w = exp(-1 / tau)`). With `loss_weighting="none"` every valid pixel weighs 1 (plain MixMAE).
-    The weight is a constant of the loss: no gradient flows through it.
+    `w = exp(s * (1 - lin_n))` per pixel and band, with `lin = 10 ** (dB / 10)` the linear backscatter power and
+    `lin_n = (lin - min) / (max - min + 1e-6)` its min-max normalization over each image's height and width, for each
+    band (`backscatter_channel_mode="per_channel"`) or for the band-averaged power (`"shared_avg"`, one map for all
+    bands). So `w` lies in `[1, e**s]`, and dark pixels (water, smooth surfaces) weigh most. The dB values are read
+    from the input `config.backscatter_power_source` names: the calibrated, clipped sigma0 in dB that the image
+    processor returns as `backscatter_db` (physical power), or the model input itself (the authors' code). With
+    `loss_weighting="none"` every value weighs 1 (plain MixMAE).
+
+    Invalid pixels (`pixel_mask` False) weigh 0, are left out of the min and max, and are not counted in the mean;
+    without a mask the loss is exactly `mean(w * error**2)` over every value. The weight is a constant of the loss:
+    no gradient flows through it.
     """
+
+    # Added to max - min in the normalization, as in the authors' code (it also keeps a flat image finite).
+    normalization_eps = 1e-6
 
     def __init__(self, config: SarMixMAEConfig):
         super().__init__()
         self.weighting = config.loss_weighting
         self.power_source = config.backscatter_power_source
-        self.tau = config.backscatter_tau
-        self.normalization = config.backscatter_normalization
-        self.global_max = config.backscatter_global_max or 10.0 ** (DEFAULT_CLIP_DB[1] / 10.0)
-        self.reduction = config.loss_reduction
+        self.channel_mode = config.backscatter_channel_mode
+        self.scale = config.backscatter_weight_scale
 
     @property
     def needs_backscatter_db(self) -> bool:
@@ -957,39 +978,46 @@ class BackscatterWeightedMSE(nn.Module):
     def pixel_weights(
         self, pixel_values: torch.Tensor, backscatter_db: torch.Tensor | None, pixel_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """`(B, 1, H, W)` float32 weights; 0 where `pixel_mask` is False.
+        """`(B, C, H, W)` float32 weights, 0 where `pixel_mask` is False.
 
         `pixel_values` and `backscatter_db` are `(B, C, H, W)`; `backscatter_db` is read only when
         [`needs_backscatter_db`].
         """
-        batch, _, height, width = pixel_values.shape
-        valid = (
-            torch.ones(batch, 1, height, width, dtype=torch.bool, device=pixel_values.device)
-            if pixel_mask is None
-            else pixel_mask.reshape(batch, 1, height, width).to(torch.bool)
-        )
+        batch, channels, height, width = pixel_values.shape
+        valid = None if pixel_mask is None else pixel_mask.reshape(batch, 1, height, width).to(torch.bool)
         if self.weighting == "none":
-            return valid.float()
+            ones = torch.ones(batch, channels, height, width, dtype=torch.float32, device=pixel_values.device)
+            return ones if valid is None else ones * valid
         decibels = backscatter_db if self.power_source == "backscatter_db" else pixel_values
-        power = torch.pow(10.0, decibels.detach().float() / 10.0).mean(dim=1, keepdim=True)
-        if self.normalization == "per_image":
-            big = torch.finfo(power.dtype).max
-            low = power.masked_fill(~valid, big).amin(dim=(1, 2, 3), keepdim=True)
-            high = power.masked_fill(~valid, -big).amax(dim=(1, 2, 3), keepdim=True)
-            span = (high - low).clamp_min(torch.finfo(power.dtype).tiny)
-            normalized = ((power - low) / span).clamp(0.0, 1.0)
+        power = torch.pow(10.0, decibels.detach().float() / 10.0)
+        if self.channel_mode == "shared_avg":
+            power = power.mean(dim=1, keepdim=True)
+        if valid is None:
+            low = power.amin(dim=(-2, -1), keepdim=True)
+            high = power.amax(dim=(-2, -1), keepdim=True)
         else:
-            normalized = (power / self.global_max).clamp(0.0, 1.0)
-        return torch.exp(-normalized / self.tau) * valid
+            low = power.masked_fill(~valid, math.inf).amin(dim=(-2, -1), keepdim=True)
+            high = power.masked_fill(~valid, -math.inf).amax(dim=(-2, -1), keepdim=True)
+        normalized = (power - low) / (high - low + self.normalization_eps)
+        weights = torch.exp(self.scale * (1.0 - normalized))
+        if valid is not None:
+            # where, not a product: an image without a valid pixel has an infinite min and would give NaN * 0
+            weights = torch.where(valid, weights, 0.0)
+        return weights.expand(batch, channels, height, width)
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """`prediction`, `target` `(B, L, P*P*C)`; `weights` `(B, L, P*P*C)` already broadcast to every value."""
-        error = (prediction.float() - target.float()) ** 2
-        weighted = (error * weights).sum()
-        if self.reduction == "weighted_mean":
-            return weighted / weights.sum().clamp_min(1e-12)
-        count = (weights > 0).sum().clamp_min(1)
-        return weighted / count
+    def forward(
+        self,
+        prediction: torch.Tensor,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+        num_valid_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`prediction`, `target`, `weights` `(B, L, P*P*C)`. `num_valid_values`: how many values have a valid pixel
+        (with a `pixel_mask`); the mean is over those (the others weigh 0), else over every value."""
+        weighted = (prediction.float() - target.float()).square_().mul_(weights)
+        if num_valid_values is None:
+            return weighted.mean()
+        return weighted.sum() / num_valid_values.clamp_min(1)
 
 
 class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
@@ -1071,7 +1099,8 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Normalized backscatter, as produced by `SarImageProcessor`.
         pixel_mask (`torch.BoolTensor` of shape `(batch_size, height, width)`, *optional*):
-            Valid pixels; invalid ones (nodata) weigh 0 in the loss.
+            Valid pixels; invalid ones (nodata) weigh 0 in the loss, take no part in the backscatter weight's min and
+            max, and are not counted in the mean. Without it every pixel is valid (the authors' code has no mask).
         backscatter_db (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
             The calibrated sigma0 in dB, clipped to the processor's range, that `pixel_values` standardizes (0.0 where
             invalid): `SarImageProcessor(...)(images, return_backscatter_db=True)["backscatter_db"]`. The backscatter
@@ -1127,10 +1156,8 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         logits = self.decoder_pred(self.decoder_norm(gather_dual_reconstruction(decoded, flat_mask)))
 
         weights = self.loss_fn.pixel_weights(pixel_values, backscatter_db, pixel_mask)
-        weights_per_value = self.patchify(weights)
-        if self.config.num_channels > 1:
-            weights_per_value = weights_per_value.repeat_interleave(self.config.num_channels, dim=-1)
-        loss = self.loss_fn(logits, self.targets(pixel_values), weights_per_value)
+        num_valid_values = None if pixel_mask is None else pixel_mask.sum() * self.config.num_channels
+        loss = self.loss_fn(logits, self.targets(pixel_values), self.patchify(weights), num_valid_values)
 
         return SarMixMAEForPreTrainingOutput(
             loss=loss,
