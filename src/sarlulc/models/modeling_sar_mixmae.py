@@ -36,10 +36,12 @@ larger than its stage's grid shrinks with its bias table), so `sarlulc.conversio
 onto these classes tensor by tensor.
 
 Layout note: MixMAE uses no shifted windows, so every block of a stage sees the same window partition. We therefore
-partition once when a stage starts and keep the tokens in window order `(batch * windows, window_area, channels)`
-for all of the stage's blocks (LayerNorm and MLP do not care about token order), instead of partitioning and
-reversing in every block as shifted-window Swin must. The group mask is built once per stage per forward, is shared
-by the whole batch (one mixing mask per batch), and is folded into each block's relative position bias.
+partition once when a stage starts and keep the tokens in window order `(batch, windows, window_area, channels)` for
+all of the stage's blocks (LayerNorm and MLP do not care about token order), instead of partitioning and reversing
+in every block as shifted-window Swin must. A window's tokens are contiguous in memory, so the reorderings that
+attention needs (heads out of the channels and back) move small blocks that stay in cache. The group mask is built
+once per stage per forward, is shared by the whole batch (one mixing mask per batch), and is folded into each
+block's relative position bias; without it, the bias is added to the scores by broadcasting, never copied per window.
 
 Outputs follow the transformers conventions: `hidden_states` holds the patch embedding and then every stage's output
 (before patch merging), aligned with `config.stage_names`, as `(batch, tokens, channels)`; `reshaped_hidden_states`
@@ -178,23 +180,19 @@ def sincos_position_embedding_2d(
 
 
 def window_partition(hidden_states: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-    """`(B, H, W, C)` -> `(B, wh * ww, num_windows, C)`: position inside the window major, window minor.
-
-    This token-major order lets the attention output `(B, N, num_windows * heads, head_dim)` be read back as
-    `(B, N, num_windows, C)` without a transpose (see [`SarMixMAEWindowAttention`]).
-    """
+    """`(B, H, W, C)` -> `(B, num_windows, wh * ww, C)`: windows in row-major order, tokens row-major inside each."""
     batch, height, width, channels = hidden_states.shape
     wh, ww = window
     hidden_states = hidden_states.view(batch, height // wh, wh, width // ww, ww, channels)
-    return hidden_states.permute(0, 2, 4, 1, 3, 5).reshape(batch, wh * ww, -1, channels)
+    return hidden_states.permute(0, 1, 3, 2, 4, 5).reshape(batch, -1, wh * ww, channels)
 
 
 def window_reverse(windows: torch.Tensor, window: tuple[int, int], height: int, width: int) -> torch.Tensor:
-    """Inverse of [`window_partition`]: `(B, wh * ww, num_windows, C)` -> `(B, H, W, C)`."""
+    """Inverse of [`window_partition`]: `(B, num_windows, wh * ww, C)` -> `(B, H, W, C)`."""
     wh, ww = window
     batch, channels = windows.shape[0], windows.shape[-1]
-    windows = windows.view(batch, wh, ww, height // wh, width // ww, channels)
-    return windows.permute(0, 3, 1, 4, 2, 5).reshape(batch, height, width, channels)
+    windows = windows.view(batch, height // wh, width // ww, wh, ww, channels)
+    return windows.permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, channels)
 
 
 def upsample_unit_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
@@ -371,17 +369,15 @@ class SarMixMAEEmbeddings(nn.Module):
 class SarMixMAEWindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative position bias.
 
-    Input `(batch, window_area, num_windows, dim)` (see [`window_partition`]). `window_mask` (bool,
+    Input `(batch, num_windows, window_area, dim)` (see [`window_partition`]). `window_mask` (bool,
     `(num_windows, window_area, window_area)`, `True` = may attend) carries MixMAE's group mask and/or the padding
     mask; it is shared by the whole batch and merged with the bias once per call, never copied per image.
 
-    The windows are folded into the head axis, `(B, nW * heads, N, d)`, so the `(nW * heads, N, N)` bias broadcasts
-    over the batch alone (kernels reduce its gradient far faster over a few images than over thousands of windows),
-    and the attention output `(B, N, nW * heads, d)` is already the block's token layout.
-
-    With `output_attentions=True` (eager only) the windows are unfolded into the batch instead, `(B * nW, heads, N,
-    d)`, Swin's layout: the returned weights are then the very tensor that multiplies the values (so gradients reach
-    them), in a shape a reader can index per window. The bias is expanded per image for that call.
+    The windows are folded into the head axis, `(B, nW * heads, N, d)`, so one batched product covers a stage's
+    windows, and the scores are viewed as `(B, nW, heads, N, N)`, so the `(heads, N, N)` bias (or the
+    `(nW, heads, N, N)` bias with the mask merged in) is added by broadcasting: its gradient is one reduction over the
+    batch and the windows. With `output_attentions=True` (eager only) the softmax weights are returned as
+    `(B * nW, heads, N, N)`, Swin's layout: a view of the very tensor that multiplies the values (gradients reach it).
     """
 
     def __init__(self, config: SarMixMAEConfig, dim: int, num_heads: int, window_size: int):
@@ -422,67 +418,65 @@ class SarMixMAEWindowAttention(nn.Module):
         window_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns the projected attention output `(B, N, nW, dim)` and, with `output_attentions=True` and eager
+        """Returns the projected attention output `(B, nW, N, dim)` and, with `output_attentions=True` and eager
         attention, the weights `(B * nW, heads, N, N)` (else `None`)."""
-        batch, area, num_windows, dim = hidden_states.shape
+        batch, num_windows, area, dim = hidden_states.shape
         heads, head_dim = self.num_heads, self.head_dim
-        qkv = self.qkv(hidden_states).view(batch, area, num_windows, 3, heads, head_dim)
-        qkv = qkv.permute(3, 0, 2, 4, 1, 5).reshape(3, batch, num_windows * heads, area, head_dim)
+        qkv = self.qkv(hidden_states).view(batch, num_windows, area, 3, heads, head_dim)
+        qkv = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, batch, num_windows * heads, area, head_dim)
         query, key, value = qkv.unbind(0)
-
-        bias = self.relative_position_bias(window).to(query.dtype).unsqueeze(0)  # (1, heads, N, N)
-        if window_mask is None:
-            attention_mask = bias.expand(num_windows, -1, -1, -1)
-        else:
-            attention_mask = bias.masked_fill(~window_mask[:, None], torch.finfo(bias.dtype).min)
-        attention_mask = attention_mask.reshape(1, num_windows * heads, area, area)
+        bias = self.relative_position_bias(window).to(query.dtype)  # (heads, N, N)
+        if window_mask is not None:
+            bias = bias.masked_fill(~window_mask[:, None], torch.finfo(bias.dtype).min)  # (nW, heads, N, N)
 
         implementation = self.config._attn_implementation
-        if output_attentions and implementation == "eager":
-            return self._forward_with_weights(query, key, value, attention_mask, batch, num_windows)
-        if implementation == "sdpa" and query.device.type == "cpu" and attention_mask.requires_grad:
+        dropout = self.attention_dropout if self.training else 0.0
+        weights = None
+        if implementation == "sdpa" and query.device.type == "cpu" and bias.requires_grad:
             # PyTorch's CPU SDPA has no fused kernel that returns a gradient for an additive mask (our learned bias):
             # it falls back to an unfused path with extra safety passes, slower than the plain computation, which we
             # run instead. Inference, and CUDA (memory-efficient kernel with bias gradient), keep SDPA.
             implementation = "eager"
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        attn_output, _ = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            is_causal=False,
-        )
-        return self.proj(attn_output.view(batch, area, num_windows, dim)), None
+        if implementation == "eager":
+            attn_output, probabilities = self._eager_attention(query, key, value, bias, dropout)
+            if output_attentions:
+                weights = probabilities.view(batch * num_windows, heads, area, area)
+        else:
+            mask = bias.expand(num_windows, heads, area, area).reshape(1, num_windows * heads, area, area)
+            if implementation == "sdpa":
+                attn_output = nn.functional.scaled_dot_product_attention(
+                    query, key, value, attn_mask=mask, dropout_p=dropout, scale=self.scaling
+                )
+            else:  # a registered attention function: transformers' `(B, N, heads, d)` output convention
+                attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+                    implementation, eager_attention_forward
+                )
+                attn_output, _ = attention_interface(
+                    self, query, key, value, mask, dropout=dropout, scaling=self.scaling, is_causal=False
+                )
+                attn_output = attn_output.transpose(1, 2)
+        # (B, nW * heads, N, d) -> (B, nW, N, heads * d): a transpose inside each window
+        attn_output = attn_output.view(batch, num_windows, heads, area, head_dim).transpose(2, 3)
+        return self.proj(attn_output.reshape(batch, num_windows, area, dim)), weights
 
-    def _forward_with_weights(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor,
-        batch: int,
-        num_windows: int,
+    def _eager_attention(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, dropout: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eager attention in Swin's `(B * nW, heads, N, d)` layout; the same values as the folded path."""
-        heads, area, head_dim = self.num_heads, query.shape[-2], self.head_dim
-        query, key, value = (t.reshape(batch * num_windows, heads, area, head_dim) for t in (query, key, value))
-        mask = attention_mask.view(1, num_windows, heads, area, area).expand(batch, -1, -1, -1, -1)
-        attn_output, attn_weights = eager_attention_forward(
-            self,
-            query,
-            key,
-            value,
-            mask.reshape(batch * num_windows, heads, area, area),
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-        )
-        # (B * nW, N, heads, d) -> the block's (B, N, nW, dim) token layout
-        attn_output = attn_output.reshape(batch, num_windows, area, heads * head_dim).transpose(1, 2)
-        return self.proj(attn_output), attn_weights
+        """`softmax(q k^T * scaling + bias) v` for `(B, nW * heads, N, d)` inputs and a `(heads, N, N)` or
+        `(nW, heads, N, N)` bias; returns the output `(B, nW * heads, N, d)` and the (dropped-out) weights
+        `(B, nW, heads, N, N)` that multiplied the values."""
+        batch, folded, area, head_dim = query.shape
+        heads = bias.shape[-3]
+        windows = (batch, folded // heads, heads, area, head_dim)
+        # The query is scaled before the product, as in MixMAE's code: a pass over the queries rather than over the
+        # (larger, N > d) scores. The product of the 5-D views is a fresh tensor, not a view: adding the bias in
+        # place on it needs no copy in the backward pass.
+        query = (query * self.scaling).view(windows)
+        scores = torch.matmul(query, key.view(windows).transpose(-1, -2)).add_(bias)
+        probabilities = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        probabilities = nn.functional.dropout(probabilities, p=dropout, training=self.training)
+        attn_output = torch.matmul(probabilities, value.view(windows))
+        return attn_output.view(batch, folded, area, head_dim), probabilities
 
 
 class SarMixMAEMLP(nn.Module):
@@ -624,12 +618,12 @@ class SarMixMAEStage(nn.Module):
             groups = group_mask.to(device=device, dtype=torch.int8)
             if pad_h or pad_w:
                 groups = nn.functional.pad(groups, (0, pad_w, 0, pad_h))
-            groups = window_partition(groups.view(1, height + pad_h, width + pad_w, 1), window)[0, :, :, 0].T  # nW, N
+            groups = window_partition(groups.view(1, height + pad_h, width + pad_w, 1), window)[0, :, :, 0]  # nW, N
             allowed = groups[:, :, None] == groups[:, None, :]
         if pad_h or pad_w:
             real = torch.ones(1, height, width, 1, dtype=torch.int8, device=device)
             real = nn.functional.pad(real, (0, 0, 0, pad_w, 0, pad_h))
-            real_keys = window_partition(real, window)[0, :, :, 0].T.bool()[:, None, :]  # nW, 1, N
+            real_keys = window_partition(real, window)[0, :, :, 0].bool()[:, None, :]  # nW, 1, N
             allowed = real_keys if allowed is None else allowed & real_keys
             allowed = allowed.expand(-1, window[0] * window[1], -1)
         return allowed
