@@ -560,6 +560,25 @@ def test_authors_reference_settings_reproduce_their_formula(mode):
     assert not torch.allclose(authors_weights(x, other_mode, 1.0), weights, atol=1e-2)
 
 
+def test_a_float64_model_computes_the_weight_and_the_loss_in_float64():
+    # Half precision would flatten 10 ** (dB / 10), so the weight is computed in at least float32; a float64 model
+    # (used to compare with reference code to the last digits) keeps float64 rather than being rounded to float32.
+    from sarlulc.models.configuration_sar_mixmae import AUTHORS_REFERENCE_SETTINGS
+
+    torch.manual_seed(7)
+    model = SarMixMAEForPreTraining(small_config(num_channels=2, **AUTHORS_REFERENCE_SETTINGS)).double().eval()
+    x = torch.randn(2, 2, 128, 128, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x, mixing_mask=fixed_mask())
+    expected = authors_weights(x, "per_channel", exp_scale=1.0)
+    assert out.loss_weights.dtype == torch.float64 and out.loss.dtype == torch.float64
+    torch.testing.assert_close(out.loss_weights, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.loss, authors_loss(x, out.logits, expected, 32), rtol=1e-12, atol=0)
+    # negative control: the same weight computed in float32 is off by far more than that bound
+    rounded = authors_weights(x.float(), "per_channel", exp_scale=1.0).double()
+    assert (rounded - expected).abs().max() > 1e-9
+
+
 def test_the_weight_follows_backscatter_db_not_the_normalization():
     # The same pixel_values standardized with other statistics are other physical dB values: the physical weight
     # changes with backscatter_db; the authors' model-input weight (pixel_values) cannot see the difference.

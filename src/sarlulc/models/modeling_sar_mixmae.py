@@ -972,7 +972,7 @@ class BackscatterWeightedMSE(nn.Module):
     def pixel_weights(
         self, pixel_values: torch.Tensor, backscatter_db: torch.Tensor | None, pixel_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """`(B, C, H, W)` float32 weights, 0 where `pixel_mask` is False.
+        """`(B, C, H, W)` weights (float32, or float64 for float64 inputs), 0 where `pixel_mask` is False.
 
         `pixel_values` and `backscatter_db` are `(B, C, H, W)`; `backscatter_db` is read only when
         [`needs_backscatter_db`].
@@ -980,10 +980,13 @@ class BackscatterWeightedMSE(nn.Module):
         batch, channels, height, width = pixel_values.shape
         valid = None if pixel_mask is None else pixel_mask.reshape(batch, 1, height, width).to(torch.bool)
         if self.weighting == "none":
-            ones = torch.ones(batch, channels, height, width, dtype=torch.float32, device=pixel_values.device)
+            dtype = torch.promote_types(pixel_values.dtype, torch.float32)
+            ones = torch.ones(batch, channels, height, width, dtype=dtype, device=pixel_values.device)
             return ones if valid is None else ones * valid
         decibels = backscatter_db if self.power_source == "backscatter_db" else pixel_values
-        power = torch.pow(10.0, decibels.detach().float() / 10.0)
+        # at least float32 (10 ** (dB / 10) spans decades: half precision would flatten it), float64 kept
+        decibels = decibels.detach().to(torch.promote_types(decibels.dtype, torch.float32))
+        power = torch.pow(10.0, decibels / 10.0)
         if self.channel_mode == "shared_avg":
             power = power.mean(dim=1, keepdim=True)
         if valid is None:
@@ -1008,7 +1011,8 @@ class BackscatterWeightedMSE(nn.Module):
     ) -> torch.Tensor:
         """`prediction`, `target`, `weights` `(B, L, P*P*C)`. `num_valid_values`: how many values have a valid pixel
         (with a `pixel_mask`); the mean is over those (the others weigh 0), else over every value."""
-        weighted = (prediction.float() - target.float()).square_().mul_(weights)
+        dtype = torch.promote_types(prediction.dtype, torch.float32)
+        weighted = (prediction.to(dtype) - target.to(dtype)).square_().mul_(weights)
         if num_valid_values is None:
             return weighted.mean()
         return weighted.sum() / num_valid_values.clamp_min(1)
@@ -1070,7 +1074,7 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         return random_mixing_mask(units, ratio, device=device, generator=generator)
 
     def targets(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        target = self.patchify(pixel_values.float())
+        target = self.patchify(pixel_values.to(torch.promote_types(pixel_values.dtype, torch.float32)))
         if self.config.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True, unbiased=True)
