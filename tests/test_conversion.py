@@ -208,6 +208,7 @@ def test_a_pretraining_checkpoint_converts_and_loads_strictly(tmp_path, script):
     mean, std = REFERENCE_STATISTICS["benv2"]
     assert processor.image_mean == mean == [-19.1966, -12.5144] and processor.image_std == std == [5.4501, 5.0019]
     assert processor.input_kind == "db" and processor.polarizations == ["VH", "VV"]
+    assert processor.backscatter == "sigma0" and processor.gsd == 10.0  # the BigEarthNet preset records its data
     record = json.loads((output / "conversion.json").read_text())
     assert record["kind"] == "pretraining" and record["run_arguments"]["model"] == "mixmim_base"
     assert sorted(record["tensors_left_out"]) == sorted(fixed)

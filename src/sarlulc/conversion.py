@@ -87,6 +87,12 @@ BigEarthNet v1 (``README_benv1.md``; also their SEN12-FLOOD fine-tuning)."""
 REFERENCE_POLARIZATIONS = ("VH", "VV")
 """The band order of the authors' input (their loaders stack VH, then VV)."""
 
+REFERENCE_BACKSCATTER = "sigma0"
+"""The backscatter convention of the authors' data (Sentinel-1 GRD sigma0), recorded with a statistics preset."""
+
+REFERENCE_GSD = 10.0
+"""The ground sampling distance (m) of the authors' data (BigEarthNet Sentinel-1 patches), recorded with a preset."""
+
 REFERENCE_CLIP_DB = (-100.0, 100.0)
 """The processor's clip range for converted checkpoints: the authors' pipeline does not clip, and no Sentinel-1 sigma0
 leaves this range, so clipping changes nothing."""
@@ -438,6 +444,10 @@ def reference_image_processor(
         image_mean, image_std = REFERENCE_STATISTICS[statistics]
         if polarizations is None:
             polarizations = REFERENCE_POLARIZATIONS
+        # Both presets are BigEarthNet's Sentinel-1 patches: GRD sigma0 in dB on a 10 m grid.
+        extra_record = {"backscatter": REFERENCE_BACKSCATTER, "gsd": REFERENCE_GSD}
+    else:
+        extra_record = {}
     if len(image_mean) != num_channels or len(image_std) != num_channels:
         raise UsageError(
             f"the checkpoint takes {num_channels} band(s) but the statistics have {len(image_mean)} mean(s) and "
@@ -445,7 +455,9 @@ def reference_image_processor(
         )
     if polarizations is not None and len(polarizations) != num_channels:
         raise UsageError(f"--polarizations {list(polarizations)} names {len(polarizations)} bands, not {num_channels}")
-    extra = {} if polarizations is None else {"polarizations": [str(p).upper() for p in polarizations]}
+    extra = dict(extra_record)
+    if polarizations is not None:
+        extra["polarizations"] = [str(p).upper() for p in polarizations]
     try:
         return SarImageProcessor(
             input_kind="db",
