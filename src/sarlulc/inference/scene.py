@@ -66,7 +66,7 @@ def predict_scene(
     probabilities: ProbabilityMode | None = None,
     water: bool = False,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | tqdm = True,
     *,
     overwrite: bool = False,
     input_kind: str | None = None,
@@ -98,7 +98,8 @@ def predict_scene(
         water: also write a water mask (1 water, 0 other, 255 nodata); the model must have a class named water.
         device: where the model runs. Default: a loaded model's device, ``cuda`` for a checkpoint when available,
             else ``cpu``; under ``accelerate launch``, each process's device.
-        progress: show a progress bar over tiles (main process only).
+        progress: show a progress bar over tiles (main process only), or a bar to advance by one per tile (a job's
+            bar over many scenes; left open).
         overwrite: replace existing outputs.
         input_kind: ``"dn"``, ``"linear"`` or ``"db"``, overriding what the scene's metadata say.
         calibration_factor: CF in dB for DN scenes, overriding the scene's tag and the processor's value.
@@ -149,12 +150,17 @@ def predict_scene(
     if target != next(net.parameters()).device:
         net.to(target)
     started = time.perf_counter()
-    progress_bar = tqdm(
-        total=len(share.run) * grid.num_cols,
-        unit="tile",
-        desc="predict_scene",
-        disable=not progress or share.index != 0,
-        leave=False,
+    own_bar = isinstance(progress, bool)
+    progress_bar = (
+        tqdm(
+            total=len(share.run) * grid.num_cols,
+            unit="tile",
+            desc="predict_scene",
+            disable=not progress or share.index != 0,
+            leave=False,
+        )
+        if own_bar
+        else progress
     )
     job = TileRowsJob(
         model=net,
@@ -176,7 +182,8 @@ def predict_scene(
             else:
                 stats = predict_distributed(job, spec, scene.georeference, share.index, overwrite)
     finally:
-        progress_bar.close()
+        if own_bar:
+            progress_bar.close()
         net.train(was_training)
     return PredictionReport(
         path=paths["classes"],
