@@ -39,7 +39,7 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -327,6 +327,10 @@ def predict_map(
     staging = out.with_name(f".{out.stem}.{_GTIFF_LABEL}{out.suffix or '.tif'}")
     report = predict_scene(
         model, scene_path, staging, probabilities=probabilities, water=water, overwrite=True, **scene_options
+    )
+    # The report names the files the caller asked for, not the GeoTIFFs they were copied from.
+    report = replace(
+        report, path=finals["classes"], extra_paths={key: path for key, path in finals.items() if key != "classes"}
     )
     if report.process_index != 0:
         return report, 0.0
