@@ -3,6 +3,7 @@
     python scripts/benchmark.py pretrain   # SAR-W-MixMAE step vs SimMIM (Swin) and MAE (ViT); encoder vs SwinModel
     python scripts/benchmark.py segment    # SarLulc all refinements on / off vs UperNet on a Swin backbone
     python scripts/benchmark.py scene      # predict_scene on a synthetic scene vs the bare model on preloaded tiles
+    python scripts/benchmark.py scene --scenes 4 --scene-size 4096 --format cog   # a multi-scene job
     python scripts/benchmark.py data       # mosaic tile reads: open + calibrate + mask vs bare rasterio window reads
     python scripts/benchmark.py all --json results.json
 
@@ -501,6 +502,52 @@ print(json.dumps({"report": {k: (v if isinstance(v, (int, float, str)) else str(
 """
 
 
+JOB_WORKER = r"""
+import json, resource, sys, threading, time
+from sarlulc.inference.jobs import predict_scenes
+args = json.loads(sys.argv[1])
+peak = [0]
+def sample():  # VmRSS over time: where the peak happens, not only its size
+    while True:
+        with open("/proc/self/status") as status:
+            kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+        peak[0] = max(peak[0], kb)
+        time.sleep(0.2)
+threading.Thread(target=sample, daemon=True).start()
+job = predict_scenes(args["checkpoint"], args["inputs"], args["out"], output_format=args["format"], tile=args["tile"],
+                     overlap=args["overlap"], batch_size=args["batch_size"], device=args["device"], progress=False)
+peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"tiles": sum(o.tiles for o in job.outcomes), "seconds_total": job.seconds_total,
+                  "seconds_cog": job.seconds_cog, "failed": len(job.failed), "peak_rss_mb": peak_kb / 1024}))
+"""
+
+
+def bench_job(args, work: str, scene: str, checkpoint: str) -> dict:
+    """A multi-scene job (``--scenes N``): N copies of the scene through ``predict_scenes`` in a fresh process."""
+    inputs = []
+    for index in range(args.scenes):
+        copy = os.path.join(work, "scenes", f"scene_{index}.tif")
+        os.makedirs(os.path.dirname(copy), exist_ok=True)
+        os.link(scene, copy)
+        inputs.append(copy)
+    payload = dict(
+        checkpoint=checkpoint,
+        inputs=inputs,
+        out=os.path.join(work, "maps"),
+        format=args.format,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", JOB_WORKER, json.dumps(payload)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the job failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def bench_scene(args) -> list[Result]:
     """`predict_scene` in a fresh process (for its peak RSS) vs the bare model on preloaded tiles of the same size."""
     from sarlulc.data.synthetic import generate_scene
@@ -527,8 +574,9 @@ def bench_scene(args) -> list[Result]:
             model.save_pretrained(checkpoint)
         SarImageProcessor(input_kind="dn").save_pretrained(checkpoint)
 
+        job = bench_job(args, work, scene, checkpoint) if args.scenes else None
         runs = {}
-        for overlap in (0, args.overlap):
+        for overlap in (0, args.overlap) if not args.scenes else ():
             payload = dict(
                 checkpoint=checkpoint,
                 scene=scene,
@@ -546,10 +594,14 @@ def bench_scene(args) -> list[Result]:
                 raise RuntimeError(f"predict_scene failed:\n{done.stderr[-3000:]}")
             runs[overlap] = (json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start)
 
-        # the bare model on as many preloaded tiles as the default-overlap run processed
-        report, _ = runs[args.overlap]
-        tiles_run = int(report["report"]["tiles"])
-        batch_size = int(report["report"]["batch_size"])  # predict_scene's default for the device unless given
+        # the bare model on as many preloaded tiles as the default-overlap run (or the job) processed
+        if job is not None:
+            tiles_run = job["tiles"]
+            batch_size = args.batch_size or (2 if device.type == "cpu" else 8)  # predict_scene's defaults
+        else:
+            report, _ = runs[args.overlap]
+            tiles_run = int(report["report"]["tiles"])
+            batch_size = int(report["report"]["batch_size"])  # predict_scene's default for the device unless given
         tiles = torch.randn(batch_size, 1, args.tile, args.tile, device=device)
         model = model.to(device)
         batches = -(-tiles_run // batch_size)
@@ -592,6 +644,33 @@ def bench_scene(args) -> list[Result]:
                     "ratio_to_bare_model": processed / pure,
                     "output_px_per_s": output,
                     "peak_rss_mb": run["peak_rss_mb"],
+                },
+            )
+        )
+    if job is not None:
+        seconds = job["seconds_total"]
+        processed = job["tiles"] * tile_area / seconds
+        print(
+            f"| job: {args.scenes} scenes, {args.format}, overlap {args.overlap} | {job['tiles']} | {seconds:.1f} | "
+            f"{processed:,.0f} | {processed / pure:.3f}x | {args.scenes * args.scene_size**2 / seconds:,.0f} | "
+            f"{job['peak_rss_mb']:.0f} |"
+        )
+        print(f"\nCOG finalization: {job['seconds_cog']:.1f} s = {job['seconds_cog'] / seconds:.1%} of the job")
+        japan_hours = 131 * 12000**2 / (args.scenes * args.scene_size**2 / seconds) / 3600
+        print(f"time to map Japan (131 x 12,000^2 px) at this job's output rate: {japan_hours:.1f} h")
+        results.append(
+            Result(
+                name=f"job {args.scenes} scenes {args.format}",
+                seconds=seconds,
+                seconds_min=seconds,
+                seconds_max=seconds,
+                items=job["tiles"],
+                extra={
+                    "model_processed_px_per_s": processed,
+                    "ratio_to_bare_model": processed / pure,
+                    "cog_share": job["seconds_cog"] / seconds,
+                    "peak_rss_mb": job["peak_rss_mb"],
+                    "japan_hours": japan_hours,
                 },
             )
         )
@@ -713,6 +792,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds (median, min, max)")
     parser.add_argument("--scene-size", type=int, default=8192)
+    parser.add_argument(
+        "--scenes", type=int, default=0, help="scene: a multi-scene job over N copies of the scene (0: one scene)"
+    )
+    parser.add_argument("--format", choices=["cog", "gtiff"], default="cog", help="scene --scenes: output format")
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--mosaic-size", type=int, default=4500, help="data: tile side in px (JAXA's: 4500)")

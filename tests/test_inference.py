@@ -713,6 +713,7 @@ def test_two_processes_under_accelerate_launch_equal_one_process(checkpoint, sce
     """`accelerate launch --cpu --num_processes 2` starts a single process in accelerate 1.x without MPI, so this asks
     for the torchrun launcher (--multi_gpu) and keeps it on the CPU (ACCELERATE_USE_CPU=1): two gloo processes."""
     options = ["--tile", "64", "--overlap", "16", "--batch-size", "3", "--probabilities", "classes", "--water"]
+    options += ["--format", "gtiff"]  # compared with predict_scene's own GeoTIFFs
     single = tmp_path / "single" / "map.tif"
     predict_scene(
         checkpoint,

@@ -355,3 +355,18 @@ def test_bad_scene_fails_before_building(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SarLulcDataError, match="no GeoTIFF"):
         tile_dataset(tmp_path / "empty", tile_size=32, progress=False)
+
+
+def test_processes_read_disjoint_scenes_of_a_streaming_dataset(tmp_path):
+    from sarlulc.data.tiles import shard_for_process
+
+    for seed in range(4):
+        generate_scene(tmp_path / f"scene{seed}", size=128, seed=seed, progress=False)
+    kwargs = dict(tile_size=64, min_valid_fraction=0.0, progress=False, streaming=True)
+    everything = as_rows(tile_dataset(tmp_path, **kwargs))
+    parts = [as_rows(shard_for_process(tile_dataset(tmp_path, **kwargs), rank, 2)) for rank in range(2)]
+    scenes = [{str(row["scene"]) for row in part} for part in parts]
+    assert scenes[0] and scenes[1] and not scenes[0] & scenes[1]  # whole scenes per process, none shared
+    key = lambda row: (str(row["scene"]), int(row["row_off"]), int(row["col_off"]))  # noqa: E731
+    assert sorted(map(key, parts[0] + parts[1])) == sorted(map(key, everything))
+    assert len(parts[0]) + len(parts[1]) == len(everything)

@@ -382,15 +382,24 @@ class PredictionArguments:
             "help": "Folder of a segmentation checkpoint (save_pretrained), or a Hub model id.",
         }
     )
-    scene: str = field(
+    inputs: list[str] = field(
         metadata={
             "positional": True,
-            "help": "ALOS-2 scene: a GeoTIFF (band 1 HH, optional band 2 HV) or a JAXA product (25 m mosaic tile, "
-            "its folder or .tar.gz archive; L1.5/L2.1 product folder, summary.txt or .zip; CEOS delivery).",
+            "metavar": "INPUT",
+            "help": "Scenes: GeoTIFFs, JAXA products (folders, archives), folders (searched for scenes), quoted globs, "
+            "or @FILE (a text file listing inputs, one per line). Without --output-dir: exactly SCENE OUT.tif.",
         }
     )
-    out: str = field(
-        metadata={"positional": True, "help": "Class map GeoTIFF to write (uint8 class ids, 255 = no data)."}
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the maps (one per scene, named after it), mosaic VRTs and STAC items; complete maps "
+            "there are skipped (resume)."
+        },
+    )
+    format: Literal["cog", "gtiff"] = field(
+        default="cog",
+        metadata={"help": "Cloud-Optimized GeoTIFF with overviews (default) or a plain tiled GeoTIFF."},
     )
     probabilities: Literal["classes", "confidence"] | None = field(
         default=None,
@@ -400,7 +409,13 @@ class PredictionArguments:
         },
     )
     water: bool = field(default=False, metadata={"help": "Also write OUT_water.tif (1 water, 0 other, 255 no data)."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace existing outputs."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace existing outputs (with --output-dir: redo complete scenes)."}
+    )
+    catalog: bool = field(
+        default=True,
+        metadata={"help": "With --output-dir: write the mosaic VRTs and the STAC items (--no_catalog skips them)."},
+    )
     progress: bool = field(default=True, metadata={"help": "Show the progress bar (--no_progress hides it)."})
     bands: list[int] | None = field(
         default=None,

@@ -123,17 +123,22 @@ _DEMO = Command(
 
 _PREDICT = Command(
     name="predict",
-    summary="predict a land-cover map for a whole scene",
+    summary="predict land-cover maps for whole scenes (one, or many in a resumable job)",
     description="Predict a whole ALOS-2 scene with a segmentation checkpoint and write a georeferenced class map with "
     "a colour table (nodata 255). The scene is cut into overlapping tiles (read window by window, bounded memory at "
     "any scene size) and the tiles' class probabilities are blended; the map is a tiled, compressed GeoTIFF with the "
-    "scene's CRS and transform. See sarlulc.inference for the details.",
+    "scene's CRS and transform. With --output-dir, any number of scenes (files, products, folders, globs, @FILE lists) "
+    "become one Cloud-Optimized GeoTIFF each, named after the scene; complete maps are skipped (resume), failures are "
+    "reported per scene (exit status 3), and the folder gets VRT mosaics and STAC items. See sarlulc.inference.jobs.",
     records=(PredictionArguments, InferenceArguments),
     target="sarlulc_cli.runners:predict",
     epilog="""Examples:
 
   {prog} runs/lulc/best data/scene.tif maps/lulc.tif
   {prog} runs/water/best data/scene.tif maps/water.tif --water --probabilities confidence
+
+  # many scenes (folders, quoted globs, @list.txt), resumable; COGs, mosaic VRTs and STAC in maps/
+  {prog} runs/lulc/best data/products/ 'data/extra/*.tif' @more.txt --output-dir maps/
 
   # data-parallel over the GPUs of a machine: each process predicts a band of tile rows, the main process merges
   accelerate launch --num_processes 4 scripts/predict.py runs/lulc/best data/scene.tif maps/lulc.tif

@@ -7,6 +7,9 @@ Exit statuses, the one policy of every command and script:
   :class:`~sarlulc.errors.UsageError` or :class:`~sarlulc.errors.SarLulcDataError` raised by the command (plus the
   command's own :attr:`~sarlulc_cli.commands.Command.user_errors`). One line ``prog: error: ...`` on stderr, no
   traceback: the message says what to fix;
+* ``3``: the command ran to its end but some of its items failed (:data:`EXIT_SOME_FAILED`; ``sarlulc predict
+  --output-dir``: some scenes failed, the others were written; the summary table names each failure and its reason).
+  A command says so by returning the status;
 * ``1``: something outside the user's input failed (the command's
   :attr:`~sarlulc_cli.commands.Command.external_errors`, e.g. the Hub is unreachable): one line, no traceback;
 * anything else that escapes a command is a bug: Python prints its traceback (exit status 1).
@@ -23,9 +26,12 @@ from collections.abc import Sequence
 from .commands import COMMANDS, Command, resolve
 from .parser import HelpFormatter, add_record_arguments, check_distinct_fields, records_from_namespace
 
-__all__ = ["build_command_parser", "build_parser", "main"]
+__all__ = ["EXIT_SOME_FAILED", "build_command_parser", "build_parser", "main"]
 
 PROGRAM = "sarlulc"
+
+EXIT_SOME_FAILED = 3
+"""Exit status of a command that finished but some of its items (scenes of a job) failed."""
 
 
 def _version() -> str:
@@ -79,14 +85,14 @@ def _run(command: Command, records: tuple, prog: str) -> int:
     user_errors = (UsageError, SarLulcDataError, *command.user_errors)
     external_errors = tuple(resolve(command.external_errors)) if command.external_errors else ()
     try:
-        target(*records)
+        status = target(*records)
     except user_errors as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except external_errors as err:
         print(f"{prog}: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
-    return 0
+    return status if type(status) is int else 0  # a returned bool or None is no status
 
 
 def _exit_status(code: object) -> int:

@@ -74,34 +74,75 @@ def demo(args: DemoArguments) -> None:
     )
 
 
-def predict(args: PredictionArguments, inference: InferenceArguments) -> None:
-    """``sarlulc predict``: :func:`sarlulc.inference.predict_scene`, then what it wrote (main process only)."""
-    from sarlulc.inference import predict_scene
+def predict(args: PredictionArguments, inference: InferenceArguments) -> int:
+    """``sarlulc predict``: one scene into one map (``CHECKPOINT SCENE OUT``), or a job over many scenes into
+    ``--output-dir`` (:func:`sarlulc.inference.jobs.predict_scenes`) with a summary table; what was written is printed
+    by the main process only. Returns :data:`~sarlulc_cli.dispatch.EXIT_SOME_FAILED` when some scenes failed."""
+    from sarlulc.errors import UsageError
     from sarlulc.inference.compatibility import SceneBandsError
 
-    try:
-        report = predict_scene(
-            args.checkpoint,
-            args.scene,
-            args.out,
-            tile=inference.tile,
-            overlap=inference.overlap,
-            batch_size=inference.batch_size,
-            probabilities=args.probabilities,
-            water=args.water,
-            device=inference.device,
-            progress=args.progress,
-            overwrite=args.overwrite,
-            num_workers=inference.num_workers,
-            bands=args.bands,
-            polarizations=args.polarizations,
-            strict=args.strict,
-            output_grid=args.output_grid,
-        )
-    except SceneBandsError as err:  # the library names its own arguments; this command's are --bands/--polarizations
-        raise err.for_command_line() from err
-    if report.process_index != 0:
-        return
+    from .dispatch import EXIT_SOME_FAILED
+
+    scene_options = dict(
+        tile=inference.tile,
+        overlap=inference.overlap,
+        batch_size=inference.batch_size,
+        device=inference.device,
+        num_workers=inference.num_workers,
+        probabilities=args.probabilities,
+        water=args.water,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        bands=args.bands,
+        polarizations=args.polarizations,
+        strict=args.strict,
+        output_grid=args.output_grid,
+    )
+    if args.output_dir is None:
+        if len(args.inputs) != 2:
+            raise UsageError(
+                f"got {len(args.inputs)} input(s) without --output-dir: give SCENE OUT.tif for one map, or "
+                "--output-dir DIR for any number of scenes"
+            )
+        from sarlulc.inference.jobs import predict_map
+
+        scene, out = args.inputs
+        try:
+            report, _ = predict_map(args.checkpoint, scene, out, output_format=args.format, **scene_options)
+        except (
+            SceneBandsError
+        ) as err:  # the library names its own arguments; this command's are --bands/--polarizations
+            raise err.for_command_line() from err
+        if report.process_index == 0:
+            _print_report(report)
+        return 0
+
+    from sarlulc.inference.jobs import predict_scenes
+
+    job = predict_scenes(
+        args.checkpoint,
+        args.inputs,
+        args.output_dir,
+        output_format=args.format,
+        catalog=args.catalog,
+        describe_error=_command_line_reason,
+        **scene_options,
+    )
+    if job.process_index == 0:
+        print(job.table())
+        for path in [*job.mosaics, *([job.collection] if job.collection else [])]:
+            print(f"wrote {path}")
+    return EXIT_SOME_FAILED if job.failed else 0
+
+
+def _command_line_reason(err: BaseException) -> str:
+    """A failed scene's reason in this command's words (``--bands``, not the library's ``bands=``)."""
+    from sarlulc.inference.compatibility import SceneBandsError
+
+    return str(err.for_command_line() if isinstance(err, SceneBandsError) else err)
+
+
+def _print_report(report) -> None:
     height, width = report.shape
     print(f"wrote {report.path}: {height} x {width} px class map")
     for kind, path in report.extra_paths.items():

@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ __all__ = [
     "find_scene_sources",
     "iter_tiles",
     "resolve_sources",
+    "shard_for_process",
     "split_tile_dataset",
     "tile_dataset",
     "tile_features",
@@ -563,6 +565,30 @@ def iter_tiles(
     )
     for source in resolve_sources(sources, labels):
         yield from _scene_tiles(source, spec, None)
+
+
+def shard_for_process(
+    dataset: datasets.IterableDataset, rank: int | None = None, world_size: int | None = None
+) -> datasets.IterableDataset:
+    """This process's disjoint part of a streaming tile dataset (``datasets.distributed.split_dataset_by_node``).
+
+    The dataset's shards are its scenes: with a multiple of ``world_size`` scenes, each process reads whole scenes of
+    its own (no process opens another's files); otherwise every process reads all scenes and keeps every
+    ``world_size``-th tile. Either way the processes' tiles are disjoint and together are the dataset. DataLoader
+    workers then divide a process's scenes between them the same way (``datasets`` shards by ``gen_kwargs`` lists).
+
+    Args:
+        dataset: from :func:`tile_dataset` or :func:`split_tile_dataset` with ``streaming=True``.
+        rank, world_size: default: ``RANK`` and ``WORLD_SIZE`` as ``accelerate launch``/``torchrun`` set them (one
+            process: the dataset unchanged).
+    """
+    from datasets.distributed import split_dataset_by_node
+
+    if rank is None or world_size is None:
+        rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return dataset
+    return split_dataset_by_node(dataset, rank=rank, world_size=world_size)
 
 
 def tile_dataset(

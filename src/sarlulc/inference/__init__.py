@@ -22,7 +22,10 @@ The package, one module per responsibility (each module's docstring states its c
 - :mod:`~sarlulc.inference.records`: the typed records they hand each other, and :class:`PredictionReport`;
 - :mod:`~sarlulc.inference.compatibility`: the scene against what the model was trained on (convention, bands);
 - :mod:`~sarlulc.inference.resampling`: a scene at another GSD seen on the model's grid, maps put back on the scene's;
-- :mod:`~sarlulc.inference.scene`: :func:`predict_scene`. The model loader is :mod:`sarlulc.checkpoints`.
+- :mod:`~sarlulc.inference.scene`: :func:`predict_scene`. The model loader is :mod:`sarlulc.checkpoints`;
+- :mod:`~sarlulc.inference.jobs`: many scenes in one resumable job (``sarlulc predict --output-dir``), above
+  :func:`predict_scene`; :mod:`~sarlulc.inference.cog`: Cloud-Optimized GeoTIFF finalization;
+  :mod:`~sarlulc.inference.catalog`: VRT mosaics per CRS and the STAC catalogue of a folder of maps.
 
 How a scene is cut into tiles
     Square tiles of ``tile`` px (a multiple of the encoder stride, 32) step by ``stride = tile - overlap``. The grid

@@ -3,7 +3,9 @@ and their merge.
 
 Contract
     :func:`process_state` is Accelerate's process state under ``accelerate launch`` (or an initialized
-    ``torch.distributed``), else None: a single process never creates that process-wide singleton.
+    ``torch.distributed``), else None: a single process never creates that process-wide singleton. Inside
+    :func:`alone` it is None even under ``accelerate launch``: a multi-scene job
+    (:mod:`~sarlulc.inference.jobs`) gives whole scenes to single processes that way.
 
     :meth:`ProcessShare.of` splits the tile rows between processes with Accelerate (``split_between_processes``);
     each process also runs the one or two tile rows before its share that reach into its first output rows, so its
@@ -20,6 +22,9 @@ Contract
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,7 @@ from .outputs import OUTPUT_BLOCK, AlignedRows, OutputFiles, geotiff_profile, re
 from .pipeline import TileRowsJob, predict_rows
 from .records import Georeference, OutputSpec, PlaneLayout, RunStats
 
-__all__ = ["PartFile", "ProcessShare", "merge_parts", "predict_distributed", "process_state"]
+__all__ = ["PartFile", "ProcessShare", "alone", "merge_parts", "predict_distributed", "process_state"]
 
 _WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 
@@ -47,12 +52,28 @@ def _launched_processes() -> int:
     return 1
 
 
+_ALONE: ContextVar[bool] = ContextVar("sarlulc_inference_alone", default=False)
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Within this block, this process predicts on its own (:func:`process_state` is None), whatever launched it."""
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
+
 def process_state() -> Any:
-    """Accelerate's process state when this is one of several processes (``accelerate launch``), else None.
+    """Accelerate's process state when this is one of several processes (``accelerate launch``), else None (also
+    within :func:`alone`).
 
     A single process never creates the state: it is a process-wide singleton whose settings (CPU or GPU) a later
     ``Accelerator(...)`` in the same program could not change.
     """
+    if _ALONE.get():
+        return None
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if not distributed and _launched_processes() <= 1:
         return None

@@ -71,7 +71,7 @@ def predict_scene(
     probabilities: ProbabilityMode | None = None,
     water: bool = False,
     device: str | torch.device | None = None,
-    progress: bool = True,
+    progress: bool | tqdm = True,
     *,
     overwrite: bool = False,
     input_kind: str | None = None,
@@ -107,7 +107,8 @@ def predict_scene(
         water: also write a water mask (1 water, 0 other, 255 nodata); the model must have a class named water.
         device: where the model runs. Default: a loaded model's device, ``cuda`` for a checkpoint when available,
             else ``cpu``; under ``accelerate launch``, each process's device.
-        progress: show a progress bar over tiles (main process only).
+        progress: show a progress bar over tiles (main process only), or a bar to advance by one per tile (a job's
+            bar over many scenes; left open).
         overwrite: replace existing outputs.
         input_kind: ``"dn"``, ``"linear"`` or ``"db"``, overriding what the scene's metadata say.
         calibration_factor: CF in dB for DN scenes, overriding the scene's tag and the processor's value.
@@ -187,12 +188,17 @@ def predict_scene(
     if target != next(net.parameters()).device:
         net.to(target)
     started = time.perf_counter()
-    progress_bar = tqdm(
-        total=len(share.run) * grid.num_cols,
-        unit="tile",
-        desc="predict_scene",
-        disable=not progress or share.index != 0,
-        leave=False,
+    own_bar = isinstance(progress, bool)
+    progress_bar = (
+        tqdm(
+            total=len(share.run) * grid.num_cols,
+            unit="tile",
+            desc="predict_scene",
+            disable=not progress or share.index != 0,
+            leave=False,
+        )
+        if own_bar
+        else progress
     )
     job = TileRowsJob(
         model=net,
@@ -218,7 +224,8 @@ def predict_scene(
             if run_spec is not spec and share.index == 0:
                 regrid_outputs(run_spec.paths, spec, resampling, overwrite)
     finally:
-        progress_bar.close()
+        if own_bar:
+            progress_bar.close()
         net.train(was_training)
     output_shape = grid_georeference.shape if on_model_grid else scene.georeference.shape
     return PredictionReport(
