@@ -232,6 +232,27 @@ def test_polarizations_and_bands_choose_hh_like_the_single_band_product(
     assert (classes(tmp_path / "hv.tif") != reference).any()
 
 
+def test_a_job_reports_a_band_mismatch_in_the_commands_words_and_polarizations_reach_every_scene(
+    sigma0_checkpoint, dual_pol, single_pol, tmp_path, capsys
+):
+    common = ["--tile", str(TILE), "--overlap", str(OVERLAP), "--no_progress", "--format", "gtiff", "--no_catalog"]
+    inputs = [str(dual_pol.path), str(single_pol.path)]
+    out = tmp_path / "maps"
+    assert main(["predict", str(sigma0_checkpoint), *inputs, "--output-dir", str(out), *common]) == 3  # some failed
+    summary = capsys.readouterr().out
+    failed = [line for line in summary.splitlines() if "failed" in line and "--bands or --polarizations" in line]
+    assert len(failed) == 1 and "bands=(" not in summary
+    assert len(list(out.glob("*.tif"))) == 1  # the single-band scene was done
+    # With the polarization chosen, the two-band scene is read as HH and gives the single-band scene's map.
+    assert (
+        main(["predict", str(sigma0_checkpoint), *inputs, "--output-dir", str(out), "--polarizations", "HH", *common])
+        == 0
+    )
+    maps = sorted(out.glob("*.tif"))
+    assert len(maps) == 2
+    np.testing.assert_array_equal(classes(maps[0]), classes(maps[1]))
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Provenance
 # ----------------------------------------------------------------------------------------------------------------------
