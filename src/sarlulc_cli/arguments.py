@@ -520,6 +520,9 @@ class SynthArguments:
     calibration_factor: float = field(default=-83.0, metadata={"help": "CF in dB for the DN encoding."})
     block_size: int = field(default=512, metadata={"help": "GeoTIFF tile size."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (--no_progress hides them)."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace an existing OUT/scene.tif and OUT/labels.tif (refused otherwise)."}
+    )
     product: Literal["scene", "mosaic", "l15"] = field(
         default="scene",
         metadata={
