@@ -33,7 +33,8 @@ from ..data.classes import ClassScheme, scheme_for_id2label
 from ..errors import SarLulcDataError
 from ..models.image_processing_sar import SarImageProcessor
 from .distributed import ProcessShare, predict_distributed, process_state
-from .grid import TileGrid, check_tiling
+from .blending import check_band_memory
+from .grid import MIN_TILE, TileGrid, check_tiling
 from .outputs import OutputFiles, check_destination, output_paths
 from .pipeline import TileRowsJob, predict_rows
 from .records import (
@@ -47,7 +48,7 @@ from .records import (
 )
 from .tiled import check_tile_fits_model
 
-__all__ = ["calibrated_input", "predict_scene", "probe_scene"]
+__all__ = ["calibrated_input", "clamp_tile", "predict_scene", "probe_scene"]
 
 _GDAL_CACHE_BYTES = 32 * 2**20  # GDAL defaults to 5 % of RAM, which a long scan would fill: RSS would grow with it
 _CPU_BATCH_SIZE = 2  # measured at 512 px on 2 cores: as fast as 4 tiles per call, ~400 MB lower peak RSS
@@ -125,6 +126,7 @@ def predict_scene(
     scene = probe_scene(scene_path, input_kind=input_kind, bands=bands, calibration_factor=calibration_factor)
     loaded = load_segmentation_checkpoint(model, image_processor=image_processor)
     net = loaded.model
+    tile = clamp_tile(tile, overlap, scene.georeference.height, scene.georeference.width)
     check_tile_fits_model(net.config, tile)
     _check_scene_bands(scene, model_num_channels(net.config))
     scene = calibrated_input(scene, loaded.processor)
@@ -137,6 +139,7 @@ def predict_scene(
         tags=_provenance_tags(net, loaded.folder, scene, scheme, tile, overlap),
     )
 
+    check_band_memory(len(net.config.id2label), tile, scene.georeference.width, spec.layout.count)
     state = process_state()
     target = _target_device(device, state, net, given_model=isinstance(model, torch.nn.Module))
     batch_size = batch_size or (_CPU_BATCH_SIZE if target.type == "cpu" else _GPU_BATCH_SIZE)
@@ -235,6 +238,16 @@ def calibrated_input(scene: SceneInput, processor: SarImageProcessor) -> SceneIn
     return replace(scene, calibration_factor=processor.calibration_factor, calibration_factor_source="processor")
 
 
+def clamp_tile(tile: int, overlap: int, height: int, width: int) -> int:
+    """``tile`` made no larger than one tile needs to cover the scene (its longer side plus the border margins,
+    rounded up to a multiple of 32): a 8192 px tile on a 512 px scene would only blend padding."""
+    span = max(height, width) + 2 * (overlap // 2)
+    needed = max(-(-span // MIN_TILE) * MIN_TILE, MIN_TILE)
+    while overlap >= needed / 2:  # keep the overlap valid for the smaller tile
+        needed += MIN_TILE
+    return min(tile, needed)
+
+
 def _check_arguments(
     tile: int, overlap: int, batch_size: int | None, probabilities: str | None, num_workers: int | None
 ) -> None:
@@ -249,8 +262,8 @@ def _check_scene_bands(scene: SceneInput, model_channels: int) -> None:
     if scene.num_channels != model_channels:
         raise SarLulcDataError(
             f"scene {scene.path} has {scene.num_channels} band(s) ({', '.join(POLARIZATIONS[: scene.num_channels])}) "
-            f"but the model takes {model_channels} ({', '.join(POLARIZATIONS[:model_channels])}); pass bands=(...) "
-            "to choose the scene's bands"
+            f"but the model takes {model_channels} ({', '.join(POLARIZATIONS[:model_channels])}); give a scene with "
+            "the model's bands (in Python, predict_scene(..., bands=(1,)) chooses them)"
         )
 
 
