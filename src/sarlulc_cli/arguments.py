@@ -437,6 +437,10 @@ class EvaluationArguments:
     thin_width: int = field(
         default=5, metadata={"help": "Boundary F1: parts of a class narrower than this (odd, px) are thin structures."}
     )
+    strict: bool = field(
+        default=False,
+        metadata={"help": "Fail on label codes outside the class scheme instead of warning and ignoring them."},
+    )
     boundary_tolerance: int = field(default=2, metadata={"help": "Boundary F1: matching tolerance in pixels."})
     rare_threshold: float = field(
         default=0.02, metadata={"help": "Rare-class IoU: classes under this share of the training pixels."}

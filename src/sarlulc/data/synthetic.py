@@ -1004,7 +1004,7 @@ def generate_scene(
     landscape = SyntheticLandscape(config)
     out_dir = Path(out_dir)
     scene_path, labels_path = out_dir / SCENE_FILENAME, out_dir / LABELS_FILENAME
-    scene_profile, labels_profile = _profiles(config)  # checks the CRS before any file exists
+    _profiles(config)  # checks the CRS before any file exists
     _check_destination(out_dir, (scene_path, labels_path), overwrite, _bytes_needed(height, width))
     temporaries = {}
     try:
@@ -1054,8 +1054,8 @@ def _check_destination(out_dir: Path, paths: Sequence[Path], overwrite: bool, by
     free = shutil.disk_usage(existing).free
     if bytes_needed > free:
         raise ValueError(
-            f"the synthetic scene would need up to {bytes_needed / 2**30:.2f} GiB in {existing} but only "
-            f"{free / 2**30:.2f} GiB are free; choose a smaller size or another folder"
+            f"the synthetic scene would need up to {bytes_needed / 2**20:.1f} MiB in {existing} but only "
+            f"{free / 2**20:.1f} MiB are free; choose a smaller size or another folder"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
 

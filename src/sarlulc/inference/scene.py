@@ -30,10 +30,10 @@ from .. import __version__
 from ..checkpoints import load_segmentation_checkpoint, model_num_channels
 from ..data.alos2 import POLARIZATIONS, open_scene
 from ..data.classes import ClassScheme, scheme_for_id2label
-from ..errors import SarLulcDataError
+from ..errors import SarLulcDataError, UsageError
 from ..models.image_processing_sar import SarImageProcessor
-from .distributed import ProcessShare, predict_distributed, process_state
 from .blending import check_band_memory
+from .distributed import ProcessShare, predict_distributed, process_state
 from .grid import MIN_TILE, TileGrid, check_tiling
 from .outputs import OutputFiles, check_destination, output_paths
 from .pipeline import TileRowsJob, predict_rows
@@ -48,7 +48,7 @@ from .records import (
 )
 from .tiled import check_tile_fits_model
 
-__all__ = ["calibrated_input", "clamp_tile", "predict_scene", "probe_scene"]
+__all__ = ["calibrated_input", "checked_device", "clamp_tile", "predict_scene", "probe_scene"]
 
 _GDAL_CACHE_BYTES = 32 * 2**20  # GDAL defaults to 5 % of RAM, which a long scan would fill: RSS would grow with it
 _CPU_BATCH_SIZE = 2  # measured at 512 px on 2 cores: as fast as 4 tiles per call, ~400 MB lower peak RSS
@@ -121,6 +121,8 @@ def predict_scene(
         every temporary file and is re-raised.
     """
     _check_arguments(tile, overlap, batch_size, probabilities, num_workers)
+    if device is not None:
+        checked_device(device)
     paths = output_paths(out_path, probabilities, water)
     check_destination(paths, str(scene_path), overwrite)
     scene = probe_scene(scene_path, input_kind=input_kind, bands=bands, calibration_factor=calibration_factor)
@@ -267,13 +269,28 @@ def _check_scene_bands(scene: SceneInput, model_channels: int) -> None:
         )
 
 
+def checked_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine; :class:`UsageError` naming it otherwise."""
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise UsageError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from err
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r}: this machine has no CUDA GPU that torch can use; use cpu")
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise UsageError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device {device!r}: MPS is not available on this machine; use cpu")
+    return target
+
+
 def _target_device(
     device: str | torch.device | None, state: Any, net: torch.nn.Module, given_model: bool
 ) -> torch.device:
     """The device asked for, else each process's under ``accelerate launch``, else a given model's, else the GPU if
     there is one."""
     if device is not None:
-        return torch.device(device)
+        return checked_device(device)
     if state is not None:
         return state.device
     if given_model:

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import re
+import warnings
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -207,7 +208,11 @@ def resolve_checkpoint(output_dir: str | Path, value: str) -> Path:
             )
         skipped = [path.name for path in checkpoints if path not in complete and path.name > complete[-1].name]
         if skipped:
-            logger.warning(f"skipping incomplete checkpoint(s) {', '.join(skipped)}; resuming from {complete[-1]}")
+            warnings.warn(
+                f"skipping incomplete checkpoint(s) {', '.join(skipped)}; resuming from {complete[-1]}",
+                UserWarning,
+                stacklevel=2,
+            )
         return complete[-1]
     path = Path(value)
     if not path.is_dir():
