@@ -30,9 +30,9 @@ import json
 import math
 import os
 import re
-import warnings
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
