@@ -551,7 +551,7 @@ class SarImageProcessor(BaseImageProcessor):
         if not all(math.isfinite(m) for m in self.image_mean):
             raise ValueError(f"image_mean must be a finite number of dB for every band, got {self.image_mean}")
         if not all(math.isfinite(s) and s > 0 for s in self.image_std):
-            raise ValueError(f"image_std must be a finite positive number for every band, got {self.image_std}")
+            raise ValueError(f"image_std must be positive and finite for every band, got {self.image_std}")
         self.nodata = (
             default_nodata(self.input_kind) if nodata is _UNSET else (None if nodata is None else float(nodata))
         )

@@ -203,8 +203,8 @@ def resolve_checkpoint(output_dir: str | Path, value: str) -> Path:
         if not complete:
             found = f" ({len(checkpoints)} incomplete)" if checkpoints else ""
             raise UsageError(
-                f"--resume_from_checkpoint latest: {output_dir} has no complete step_N checkpoint folder to resume "
-                f"from{found}"
+                f"--resume_from_checkpoint latest: {output_dir} has no step_N checkpoint folder that is complete, to "
+                f"resume from{found}"
             )
         skipped = [path.name for path in checkpoints if path not in complete and path.name > complete[-1].name]
         if skipped:
