@@ -173,7 +173,7 @@ def test_streaming_yields_the_same_tiles_in_the_same_order(synthetic):
 def test_cache_notices_a_regenerated_scene(tmp_path):
     first = generate_scene(tmp_path / "scene", size=128, seed=1, progress=False)
     before = tile_dataset(first.scene, tile_size=64, progress=False)["image"]
-    generate_scene(tmp_path / "scene", size=128, seed=2, progress=False)
+    generate_scene(tmp_path / "scene", size=128, seed=2, progress=False, overwrite=True)
     after = tile_dataset(first.scene, tile_size=64, progress=False)["image"]
     assert not np.array_equal(np.asarray(before), np.asarray(after))
 

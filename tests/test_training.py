@@ -192,9 +192,10 @@ def test_epoch_sampler_and_step_generators_are_pure_functions_of_their_position(
 
 
 def test_checkpoint_folders_resolve_and_bad_paths_are_user_errors(tmp_path: Path):
-    for step in (10, 2, 7):
+    for step in (10, 2, 7):  # complete as far as checkpoint_is_complete looks: an optimizer state and weights
         (tmp_path / f"step_{step}").mkdir()
-        (tmp_path / f"step_{step}" / "optimizer.bin").write_bytes(b"")
+        (tmp_path / f"step_{step}" / "optimizer.bin").write_bytes(b"state")
+        (tmp_path / f"step_{step}" / "pytorch_model.bin").write_bytes(b"weights")
     (tmp_path / "step_x").mkdir()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_2", "step_7", "step_10"]
     assert resolve_checkpoint(tmp_path, "latest").name == "step_10"

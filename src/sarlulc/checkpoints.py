@@ -20,7 +20,11 @@ Contract
 
     Every problem is a :class:`ValueError` that names the source and what was expected: a missing folder (or a Hub id
     that cannot be downloaded), a folder without ``config.json``, a model that is not a semantic-segmentation model
-    (e.g. a ``sar_mixmae`` pretraining checkpoint), a processor whose band count differs from the model's.
+    (e.g. a ``sar_mixmae`` pretraining checkpoint), a processor whose band count differs from the model's or whose
+    statistics are not finite (a NaN mean), and weights that cannot be used: a truncated or corrupt weights file, a
+    pickled ``.bin`` file that torch refuses to unpickle, tensors missing from the file or of another shape than the
+    config's (:func:`check_loading_info`). transformers would start such a model with random tensors and only log it;
+    a model that predicts with a random decoder is never returned.
 
 A model loaded from a folder is in eval mode (``from_pretrained``'s default); a given model keeps its mode. Neither
 is moved unless ``device`` is given.
@@ -29,6 +33,7 @@ is moved unless ``device`` is given.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import warnings
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 from .models.configuration_sar_mixmae import SarMixMAEConfig
 from .models.image_processing_sar import (
@@ -45,7 +51,7 @@ from .models.image_processing_sar import (
     SarImageProcessor,
 )
 
-__all__ = ["LoadedCheckpoint", "load_segmentation_checkpoint", "model_num_channels"]
+__all__ = ["LoadedCheckpoint", "check_loading_info", "load_segmentation_checkpoint", "model_num_channels"]
 
 PROCESSOR_CONFIG = "preprocessor_config.json"
 MODEL_CONFIG = "config.json"
@@ -161,8 +167,57 @@ def _from_folder(folder: Path) -> torch.nn.Module:
             f"checkpoint {folder} is a {config.model_type} model, not a semantic-segmentation model; expected a "
             "sar_lulc checkpoint"
         )
-    # The installed package's classes (registered on import), not remote code copied into the checkpoint.
-    return AutoModelForSemanticSegmentation.from_pretrained(folder, config=config, trust_remote_code=False)
+    # The installed package's classes (registered on import), not remote code copied into the checkpoint. transformers'
+    # own load report (a table of every missing tensor) is silenced: check_loading_info says it in one line.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSemanticSegmentation.from_pretrained(
+            folder, config=config, trust_remote_code=False, output_loading_info=True
+        )
+    except RuntimeError as err:
+        if "mismatched" not in str(err):
+            raise
+        raise ValueError(
+            f"checkpoint {folder}: weight tensors of another shape than its {MODEL_CONFIG} describes (weights of "
+            "another model configuration); the model would predict with random weights"
+        ) from err
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(f"checkpoint {folder}: its weights cannot be loaded ({_first_line(err)})") from err
+    except Exception as err:  # safetensors' own error type (a truncated file) derives from Exception only
+        if type(err).__module__.startswith("safetensors"):
+            raise ValueError(
+                f"checkpoint {folder}: its weights file is damaged or truncated ({_first_line(err)})"
+            ) from err
+        raise
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    check_loading_info(info, f"checkpoint {folder}")
+    return model
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def check_loading_info(info: dict[str, Any], what: str) -> None:
+    """Raise ``ValueError`` when ``from_pretrained(..., output_loading_info=True)``'s report lists weights missing from
+    the checkpoint or of another shape: such a model would predict with randomly initialized tensors."""
+    missing = sorted(info.get("missing_keys") or ())
+    mismatched = sorted(
+        str(item[0] if isinstance(item, (tuple, list)) else item) for item in info.get("mismatched_keys") or ()
+    )
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weight tensor(s) missing from its weights (e.g. {', '.join(missing[:3])})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} of another shape than its config (e.g. {', '.join(mismatched[:3])})")
+    if problems:
+        raise ValueError(
+            f"{what} has {' and '.join(problems)}: the model would predict with random weights; use a complete "
+            "checkpoint written by save_pretrained"
+        )
 
 
 def _check_segmentation_config(config: Any, what: str) -> None:
@@ -185,9 +240,9 @@ def _resolve_processor(
     if explicit is not None:
         if not (Path(explicit) / PROCESSOR_CONFIG).is_file():
             raise ValueError(f"image_processor {explicit} is not a folder with a {PROCESSOR_CONFIG}")
-        return SarImageProcessor.from_pretrained(explicit)
+        return _processor_from(Path(explicit))
     if folder is not None and (folder / PROCESSOR_CONFIG).is_file():
-        return SarImageProcessor.from_pretrained(folder)
+        return _processor_from(folder)
     low, high = DEFAULT_CLIP_DB
     warnings.warn(
         f"{'the model' if folder is None else folder} has no {PROCESSOR_CONFIG}: using SarImageProcessor defaults "
@@ -198,3 +253,11 @@ def _resolve_processor(
         stacklevel=3,
     )
     return SarImageProcessor(num_channels=num_channels)
+
+
+def _processor_from(folder: Path) -> SarImageProcessor:
+    """The processor saved in ``folder``; a config that is not JSON or holds unusable values names the file."""
+    try:
+        return SarImageProcessor.from_pretrained(folder)
+    except (ValueError, OSError, TypeError) as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{folder / PROCESSOR_CONFIG}: {_first_line(err).split(': ', 1)[-1]}") from err

@@ -110,7 +110,7 @@ def _synthesize(out_dir: Path, size: int, seed: int, progress: bool, echo: Echo,
     from .data.synthetic import describe_synthetic, generate_scene
 
     start = time.perf_counter()
-    result = generate_scene(out_dir / "scene", size=size, seed=seed, progress=progress)
+    result = generate_scene(out_dir / "scene", size=size, seed=seed, progress=progress, overwrite=True)
     echo(f"[1/{steps}] synthetic scene ({size} x {size} px, seed {seed}) in {time.perf_counter() - start:.1f} s")
     describe_synthetic(result, lambda line: echo(f"      {line}"))
     return result

@@ -7,6 +7,11 @@
 
 Both derive from ``ValueError``. The command line (``sarlulc_cli``) prints them as one line ``prog: error: ...`` and
 exits with status 2; anything else that escapes a command is a bug and keeps its traceback.
+
+And one error the user did not cause but must hear about in one line:
+
+* :class:`OutputWriteError`: an output could not be written completely (a full disk, a failed close); the previous
+  output is kept. An ``OSError``; the command line prints it as one line and exits with status 1.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["SarLulcDataError", "UsageError", "as_usage_error"]
+__all__ = ["OutputWriteError", "SarLulcDataError", "UsageError", "as_usage_error"]
 
 
 class SarLulcDataError(ValueError):
@@ -23,6 +28,12 @@ class SarLulcDataError(ValueError):
 
 class UsageError(ValueError):
     """A problem with what the user asked for (arguments, paths, configs): reported without a traceback."""
+
+
+class OutputWriteError(OSError):
+    """An output that could not be written completely (disk full, a failed write or close, a file that does not
+    reopen); the temporary file is removed and the previous output kept. The message names the output and, for a full
+    disk, says so (``ENOSPC``) and where."""
 
 
 @contextmanager

@@ -483,6 +483,10 @@ class EvaluationArguments:
     thin_width: int = field(
         default=5, metadata={"help": "Boundary F1: parts of a class narrower than this (odd, px) are thin structures."}
     )
+    strict: bool = field(
+        default=False,
+        metadata={"help": "Fail on label codes outside the class scheme instead of warning and ignoring them."},
+    )
     boundary_tolerance: int = field(default=2, metadata={"help": "Boundary F1: matching tolerance in pixels."})
     rare_threshold: float = field(
         default=0.02, metadata={"help": "Rare-class IoU: classes under this share of the training pixels."}
@@ -595,6 +599,9 @@ class SynthArguments:
     calibration_factor: float = field(default=-83.0, metadata={"help": "CF in dB for the DN encoding."})
     block_size: int = field(default=512, metadata={"help": "GeoTIFF tile size."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars (--no_progress hides them)."})
+    overwrite: bool = field(
+        default=False, metadata={"help": "Replace an existing OUT/scene.tif and OUT/labels.tif (refused otherwise)."}
+    )
     product: Literal["scene", "mosaic", "l15"] = field(
         default="scene",
         metadata={

@@ -12,6 +12,12 @@ Exit statuses, the one policy of every command and script:
   A command says so by returning the status;
 * ``1``: something outside the user's input failed (the command's
   :attr:`~sarlulc_cli.commands.Command.external_errors`, e.g. the Hub is unreachable): one line, no traceback;
+* ``1`` too, in one line, for an output that could not be written completely
+  (:class:`~sarlulc.errors.OutputWriteError`: a full disk, named with ``ENOSPC`` and the folder); the previous
+  output is kept;
+* ``130`` after Ctrl-C (SIGINT) and ``143`` after SIGTERM (what job schedulers send): both interrupt the command the
+  same way (:func:`sarlulc.files.termination_as_interrupt`), its temporary files are removed, and one line says so;
+* ``141`` (a shell's status for SIGPIPE), silently, when the reader of stdout went away (``sarlulc ... | head``);
 * anything else that escapes a command is a bug: Python prints its traceback (exit status 1).
 
 Nothing of the library is imported before a command runs, so ``--help`` stays fast and torch-free.
@@ -20,6 +26,8 @@ Nothing of the library is imported before a command runs, so ``--help`` stays fa
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -79,20 +87,45 @@ def build_command_parser(command: Command, prog: str | None = None) -> argparse.
 
 
 def _run(command: Command, records: tuple, prog: str) -> int:
-    from sarlulc.errors import SarLulcDataError, UsageError  # the library (and torch) load only now
+    from sarlulc.errors import OutputWriteError, SarLulcDataError, UsageError  # the library (and torch) load only now
+    from sarlulc.files import Terminated, termination_as_interrupt
 
     target = resolve(command.target)
     user_errors = (UsageError, SarLulcDataError, *command.user_errors)
     external_errors = tuple(resolve(command.external_errors)) if command.external_errors else ()
     try:
-        status = target(*records)
+        with termination_as_interrupt():
+            status = target(*records)
+    except OutputWriteError as err:  # an OSError: before user_errors, which may list OSError
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return _broken_pipe()
     except user_errors as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     except external_errors as err:
         print(f"{prog}: error: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM); temporary files were removed, no output was replaced", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (SIGINT); temporary files were removed, no output was replaced", file=sys.stderr)
+        return 128 + signal.SIGINT
+    try:
+        sys.stdout.flush()  # a closed pipe shows here for output still buffered
+    except BrokenPipeError:
+        return _broken_pipe()
     return status if type(status) is int else 0  # a returned bool or None is no status
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away: point stdout at /dev/null (the interpreter's final flush would fail again and
+    print a traceback) and exit like a shell's SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 def _exit_status(code: object) -> int:

@@ -21,6 +21,15 @@ __all__ = ["demo", "predict", "push_to_hub", "synth"]
 
 def synth(args: SynthArguments) -> None:
     """``sarlulc synth``: write the scene and its labels (or a product and its label tiles), then describe them."""
+    import math
+
+    from sarlulc.errors import UsageError
+
+    # Checked here for both kinds of output (a scene's config checks them again for library callers).
+    if not math.isfinite(args.calibration_factor):
+        raise UsageError(f"--calibration-factor must be a finite number of dB, got {args.calibration_factor}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be 0 or positive, got {args.seed}")
     if args.product != "scene":
         from sarlulc.data.synthetic_products import describe_product, generate_product
         from sarlulc.errors import UsageError, as_usage_error
@@ -43,17 +52,23 @@ def synth(args: SynthArguments) -> None:
         describe_product(product, print)
         return
     from sarlulc.data.synthetic import describe_synthetic, generate_scene
+    from sarlulc.errors import UsageError, as_usage_error
 
-    result = generate_scene(
-        args.out,
-        size=args.size,
-        seed=args.seed,
-        crs=args.crs,
-        looks=args.looks,
-        calibration_factor=args.calibration_factor,
-        block_size=args.block_size,
-        progress=args.progress,
-    )
+    try:
+        with as_usage_error():
+            result = generate_scene(
+                args.out,
+                size=args.size,
+                seed=args.seed,
+                crs=args.crs,
+                looks=args.looks,
+                calibration_factor=args.calibration_factor,
+                block_size=args.block_size,
+                progress=args.progress,
+                overwrite=args.overwrite,
+            )
+    except (FileExistsError, PermissionError, NotADirectoryError) as err:
+        raise UsageError(str(err).replace("overwrite=True (--overwrite)", "--overwrite")) from err
     describe_synthetic(result, print)
 
 

@@ -70,14 +70,16 @@ from ..models.image_processing_sar import (
     INPUT_KIND_TAG,
     INPUT_KINDS,
     SAR_POLARIZATIONS,
+    SUPPORTED_RASTER_DTYPES,
     backscatter_from_tags,
     calibrate_to_db,
     calibration_factor_from_tags,
+    check_raster_dtype,
     input_kind_from_metadata,
+    input_kind_from_values,
     merge_raster_tags,
     normalize_input_kind,
     polarizations_from_tags,
-    valid_value_mask,
 )
 from .scene import ProductInfo, SarScene, clip_window, data_errors, decimated_shape, window_or_full
 
@@ -118,7 +120,7 @@ MAX_CHANNELS = 2
 
 # Integer DN products are uint16; the wider/signed integer types appear after reprocessing. 8-bit rasters are images or
 # label maps, and complex rasters are SLC products that need multilooking first, so both are rejected.
-_SUPPORTED_DTYPES = ("uint16", "int16", "uint32", "int32", "float32", "float64")
+_SUPPORTED_DTYPES = SUPPORTED_RASTER_DTYPES
 _GEOTIFF_SUFFIXES = (".tif", ".tiff")
 _GEOTIFF_DRIVERS = ("GTiff", "COG")
 _LABEL_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32")
@@ -229,16 +231,10 @@ def check_georeferencing(dataset: rasterio.io.DatasetReader, path: str, role: st
 
 def check_dtype(dataset: rasterio.io.DatasetReader, band: int, path: str, role: str = "scene") -> None:
     """Raise :class:`SarLulcDataError` unless the band holds real-valued backscatter (not bytes, not complex)."""
-    dtype = dataset.dtypes[band - 1]
-    if dtype not in _SUPPORTED_DTYPES:
-        hint = (
-            " (complex single-look data, e.g. ALOS-2 L1.1, must be detected and multilooked first)"
-            if "complex" in dtype
-            else ""
-        )
-        raise SarLulcDataError(
-            f"{role} {path} band {band} has dtype {dtype}; expected one of {', '.join(_SUPPORTED_DTYPES)}{hint}"
-        )
+    try:
+        check_raster_dtype(dataset.dtypes[band - 1], f"{role} {path} band {band}")
+    except ValueError as err:
+        raise SarLulcDataError(str(err)) from err
 
 
 def dataset_tags(dataset: rasterio.io.DatasetReader, band: int) -> dict[str, str]:
@@ -261,16 +257,13 @@ def resolve_input_kind(dataset: rasterio.io.DatasetReader, band: int = 1, input_
     from_metadata = _kind_from_metadata(dataset, band)
     if from_metadata is not None:
         return from_metadata
-    if np.dtype(dataset.dtypes[band - 1]).kind in "iu":
-        return "dn"
-    sample = dataset.read(band, out_shape=decimated_shape(dataset.height, dataset.width), resampling=Resampling.nearest)
-    usable = valid_value_mask(sample, "db", dataset.nodatavals[band - 1])  # finite and not nodata, any sign
-    if not usable.any():
-        return "db"  # nothing to judge by; the all-nodata check reports the real problem
-    median = float(np.median(sample[usable]))
-    if median < 0:
-        return "db"
-    return "dn" if median > 20 else "linear"
+    dtype = dataset.dtypes[band - 1]
+    sample = None
+    if np.dtype(dtype).kind not in "iu":
+        sample = dataset.read(
+            band, out_shape=decimated_shape(dataset.height, dataset.width), resampling=Resampling.nearest
+        )
+    return input_kind_from_values(dtype, sample, dataset.nodatavals[band - 1])
 
 
 def has_mask_band(dataset: rasterio.io.DatasetReader, band: int) -> bool:

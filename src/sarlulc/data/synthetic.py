@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,12 +45,22 @@ from typing import NamedTuple
 
 import numpy as np
 import rasterio
+import rasterio.errors
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 from rasterio.warp import transform as transform_coordinates
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from ..errors import OutputWriteError
+from ..files import (
+    create_temporary,
+    output_write_error,
+    remove_path,
+    sweep_stale_temporaries,
+    verify_and_replace,
+    verify_raster_complete,
+)
 from ..models.image_processing_sar import BACKSCATTER_TAG, POLARIZATIONS_TAG
 from .alos2 import CALIBRATION_FACTOR_TAG, DEFAULT_CALIBRATION_FACTOR, INPUT_KIND_TAG, db_to_dn
 from .classes import JAXA_SOURCE_CLASSES, JAXA_SOURCE_COLORS
@@ -349,8 +360,18 @@ class SyntheticSceneConfig:
             raise ValueError(f"synthetic scenes need at least 64 x 64 pixels, got {self.height} x {self.width}")
         if self.height >= 2**31 or self.width >= 2**31:
             raise ValueError("synthetic scenes must be smaller than 2**31 pixels a side")
-        if not self.looks > 0:
-            raise ValueError(f"looks must be positive, got {self.looks}")
+        if self.height * self.width > MAX_SYNTHETIC_PIXELS:
+            raise ValueError(
+                f"a {self.height} x {self.width} px synthetic scene ({self.height * self.width / 1e9:.1f} Gpx) is over "
+                f"the {MAX_SYNTHETIC_PIXELS / 1e9:g} Gpx limit (it would take up to "
+                f"{_bytes_needed(self.height, self.width) / 2**30:.0f} GiB); choose a smaller size"
+            )
+        if not (math.isfinite(self.looks) and self.looks > 0):
+            raise ValueError(f"looks must be a positive number, got {self.looks}")
+        if not math.isfinite(self.calibration_factor):
+            raise ValueError(f"calibration_factor must be a finite number of dB, got {self.calibration_factor}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or positive, got {self.seed}")
         if not 0.0 < self.rare_abundance <= MAX_RARE_ABUNDANCE:
             raise ValueError(f"rare_abundance must be in (0, {MAX_RARE_ABUNDANCE:g}], got {self.rare_abundance}")
         if self.block_size < 16 or self.block_size % 16:
@@ -361,12 +382,24 @@ class SyntheticSceneConfig:
         return self.height, self.width
 
 
+MAX_SYNTHETIC_PIXELS = 2**34
+"""The largest synthetic scene (pixels): 16 Gpx, about 48 GiB uncompressed; larger sizes are typing mistakes."""
+
+
+def _bytes_needed(height: int, width: int) -> int:
+    """An upper bound on the bytes of the scene (uint16) and labels (uint8) files: deflate only makes them smaller."""
+    return 3 * height * width
+
+
 def _grid(crs: str, seed: int) -> tuple[CRS, Affine]:
     """The scene's CRS and the transform of its top-left pixel corner, placed in Japan."""
     lon, lat = _JAPAN_ORIGINS[seed % len(_JAPAN_ORIGINS)]
     if crs.lower() in ("utm", "auto-utm"):
         crs = f"EPSG:{32600 + int((lon + 180.0) // 6.0) + 1}"
-    target = CRS.from_user_input("EPSG:4326" if crs.lower() == "wgs84" else crs)
+    try:
+        target = CRS.from_user_input("EPSG:4326" if crs.lower() == "wgs84" else crs)
+    except rasterio.errors.CRSError as err:
+        raise ValueError(f"crs {crs!r} is not a CRS that GDAL knows (e.g. EPSG:4326, utm, EPSG:32654): {err}") from err
     if target.is_geographic:
         return target, Affine(_DEGREE_PIXEL, 0.0, lon, 0.0, -_DEGREE_PIXEL, lat)
     units = target.linear_units_factor
@@ -938,11 +971,16 @@ def generate_scene(
     rare_abundance: float = 1.0,
     workers: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> SyntheticScene:
     """Write a synthetic ALOS-2 HH scene and its aligned label raster into ``out_dir``.
 
+    Both files are written under temporary names (:mod:`sarlulc.files`), verified complete and only then renamed, so
+    an interruption or a full disk never leaves a readable but incomplete scene; existing files are replaced only
+    with ``overwrite``.
+
     Args:
-        out_dir: folder to write ``scene.tif`` and ``labels.tif`` into (created if missing; files are replaced).
+        out_dir: folder to write ``scene.tif`` and ``labels.tif`` into (created if missing).
         size: ``N`` for an N x N scene or ``(height, width)`` in pixels.
         seed: determines the landscape and the noise; the same arguments give byte-identical arrays.
         crs: ``"EPSG:4326"`` (default, like the benchmark tiles), ``"utm"`` or a projected CRS in metres.
@@ -954,9 +992,16 @@ def generate_scene(
         workers: threads rendering blocks (default: up to 4, bounded by the CPU count); the output does not depend
             on it.
         progress: show a progress bar over the blocks.
+        overwrite: replace existing ``scene.tif`` / ``labels.tif``.
 
     Returns:
         The written paths, the config and the pixel count per label code.
+
+    Raises:
+        ValueError: a bad size, looks, seed, CRS, block size or calibration factor.
+        FileExistsError: an output exists and ``overwrite`` is False.
+        PermissionError: the folder cannot be written.
+        OutputWriteError: the files could not be written completely (a full disk); nothing was replaced.
     """
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     config = SyntheticSceneConfig(
@@ -974,8 +1019,72 @@ def generate_scene(
     )
     landscape = SyntheticLandscape(config)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     scene_path, labels_path = out_dir / SCENE_FILENAME, out_dir / LABELS_FILENAME
+    _profiles(config)  # checks the CRS before any file exists
+    _check_destination(out_dir, (scene_path, labels_path), overwrite, _bytes_needed(height, width))
+    temporaries = {}
+    try:
+        for final in (scene_path, labels_path):
+            sweep_stale_temporaries(final)
+            temporaries[final] = create_temporary(final)
+        counts = _write_scene(config, landscape, temporaries[scene_path], temporaries[labels_path], workers, progress)
+        for final, temporary in temporaries.items():
+            try:
+                verify_raster_complete(temporary)
+            except Exception as err:  # GDAL only logs a block it could not write: the check finds it
+                raise output_write_error(final, err, "synthetic raster") from err
+        if not overwrite:
+            _refuse_existing((scene_path, labels_path))
+        # Labels first: a scene.tif that exists always has its labels next to it.
+        verify_and_replace(temporaries[labels_path], labels_path, what="synthetic raster")
+        verify_and_replace(temporaries[scene_path], scene_path, what="synthetic raster")
+    except (OSError, rasterio.errors.RasterioError) as err:
+        if isinstance(err, (OutputWriteError, FileExistsError, PermissionError)):
+            raise
+        raise output_write_error(scene_path, err, "synthetic raster") from err
+    finally:
+        for temporary in temporaries.values():
+            remove_path(temporary)  # gone already when renamed
+    class_pixels = {code: int(n) for code, n in enumerate(counts) if n}
+    return SyntheticScene(scene=scene_path, labels=labels_path, config=config, class_pixels=class_pixels)
+
+
+def _refuse_existing(paths: Sequence[Path]) -> None:
+    existing = [str(path) for path in paths if path.exists() or path.is_symlink()]
+    if existing:
+        raise FileExistsError(f"output {', '.join(existing)} already exists; pass overwrite=True (--overwrite)")
+
+
+def _check_destination(out_dir: Path, paths: Sequence[Path], overwrite: bool, bytes_needed: int) -> None:
+    """Refuse, before anything is written: existing outputs (without ``overwrite``), a folder that cannot be created
+    or written, and a size that cannot fit in the free space."""
+    if not overwrite:
+        _refuse_existing(paths)
+    existing = out_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"output folder {out_dir} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {existing} is not writable")
+    free = shutil.disk_usage(existing).free
+    if bytes_needed > free:
+        raise ValueError(
+            f"the synthetic scene would need up to {bytes_needed / 2**20:.1f} MiB in {existing} but only "
+            f"{free / 2**20:.1f} MiB are free; choose a smaller size or another folder"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _write_scene(
+    config: SyntheticSceneConfig,
+    landscape: SyntheticLandscape,
+    scene_path: Path,
+    labels_path: Path,
+    workers: int | None,
+    progress: bool,
+) -> np.ndarray:
+    """Render and write every block into ``scene_path`` and ``labels_path``; return the pixel count per code."""
     scene_profile, labels_profile = _profiles(config)
     counts = np.zeros(256, dtype=np.int64)
     # A small GDAL cache keeps memory bounded: every block is written exactly once, nothing is re-read.
@@ -999,8 +1108,7 @@ def generate_scene(
             scene.write(block.dn, 1, window=window)
             labels.write(block.codes, 1, window=window)
             counts += np.bincount(block.codes.ravel(), minlength=256)
-    class_pixels = {code: int(n) for code, n in enumerate(counts) if n}
-    return SyntheticScene(scene=scene_path, labels=labels_path, config=config, class_pixels=class_pixels)
+    return counts
 
 
 def describe_synthetic(result: SyntheticScene, echo: Callable[[str], None] = print) -> None:

@@ -6,7 +6,9 @@ Contract
     reach. Tile row ``i`` touches scene rows ``[top(i), top(i) + tile)`` (:meth:`TileGrid.top`); once it is done, the
     rows ``[top(i), top(i + 1))`` are final, :meth:`RowBlender.finish` hands them to the caller as
     :class:`BlendedRows` (views, valid until the band slides) and moves the band down past them. Memory is therefore
-    bounded by the scene width, never by its height.
+    bounded by the scene width, never by its height; :func:`check_band_memory` refuses, before anything runs, a band
+    (K x tile x scene width float32, with its validity and encoded planes) over :data:`MAX_BAND_BYTES`, naming the
+    size it would need.
 
     The blended probability of class k at a pixel is ``sums[k] / (row_weight * col_weight)`` (the grid's summed window
     weights, :meth:`TileGrid.weight_sums`). The class map is the *first* argmax of the sums (:func:`first_argmax`:
@@ -30,11 +32,39 @@ import torch
 from .grid import TileGrid
 from .records import NODATA_CLASS, PlaneLayout
 
-__all__ = ["BlendedRows", "RowBlender", "encode_planes", "first_argmax"]
+__all__ = [
+    "MAX_BAND_BYTES",
+    "BlendedRows",
+    "RowBlender",
+    "band_bytes",
+    "check_band_memory",
+    "encode_planes",
+    "first_argmax",
+]
+
+MAX_BAND_BYTES = 2 * 2**30
+"""The most the blending band of one process may take (bytes): a wider scene, or a larger tile, is refused up front."""
 
 T = TypeVar("T")
 
 _ENCODE_ROWS = 64  # rows turned into output planes at a time
+
+
+def band_bytes(num_labels: int, tile: int, width: int, planes: int = 1) -> int:
+    """Bytes of a blending band: K float32 sums, the validity, and the uint8 planes of one finished band."""
+    return tile * width * (4 * num_labels + 1 + planes)
+
+
+def check_band_memory(num_labels: int, tile: int, width: int, planes: int = 1, limit: int = MAX_BAND_BYTES) -> None:
+    """Raise ``ValueError`` when the blending band of a scene ``width`` px wide would need more than ``limit`` bytes;
+    the message gives the size it would need and what to change."""
+    needed = band_bytes(num_labels, tile, width, planes)
+    if needed > limit:
+        raise ValueError(
+            f"a scene {width} px wide with {tile} px tiles and {num_labels} classes needs a blending band of "
+            f"{needed / 2**30:.1f} GiB (limit {limit / 2**30:.0f} GiB); use a smaller tile or cut the scene into "
+            "narrower parts"
+        )
 
 
 def first_argmax(planes: torch.Tensor) -> torch.Tensor:

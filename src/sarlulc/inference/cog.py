@@ -29,6 +29,8 @@ from pathlib import Path
 import rasterio
 import rasterio.shutil
 
+from ..errors import OutputWriteError
+from ..files import output_write_error, verify_raster_complete
 from .outputs import refuse_existing, remove_quietly, temporary_path
 
 __all__ = ["COG_BLOCK", "COG_CACHE_BYTES", "COG_OPTIONS", "finalize_cog", "overview_resampling", "write_cog"]
@@ -61,7 +63,10 @@ def overview_resampling(kind: str) -> str:
 def write_cog(source: Path, final: Path, kind: str) -> Path:
     """Copy the GeoTIFF ``source`` into a COG under a hidden temporary name next to ``final`` and return that name.
 
-    The caller renames it (:func:`finalize_cog`); on failure the temporary file is removed and the error re-raised.
+    The copy is verified like every output (:func:`~sarlulc.files.verify_raster_complete`: it reopens and its last
+    block decodes; GDAL only logs a block it failed to write on a full disk). The caller renames it
+    (:func:`finalize_cog`); on failure the temporary file is removed and :class:`~sarlulc.errors.OutputWriteError`
+    (a full disk named as such) or the interrupt is raised.
     """
     temporary = temporary_path(final, "cog")
     try:
@@ -69,6 +74,13 @@ def write_cog(source: Path, final: Path, kind: str) -> Path:
             rasterio.shutil.copy(
                 source, temporary, driver="COG", OVERVIEW_RESAMPLING=overview_resampling(kind), **COG_OPTIONS
             )
+        verify_raster_complete(temporary)
+    except OutputWriteError:
+        remove_quietly(temporary)
+        raise
+    except (OSError, rasterio.errors.RasterioError) as err:
+        remove_quietly(temporary)
+        raise output_write_error(final, err, "map") from err
     except BaseException:
         remove_quietly(temporary)
         raise

@@ -9,9 +9,13 @@ Contract
     unique temporary name in its destination folder (uint8, tiled 256 x 256, deflate, the scene's CRS and transform,
     colour tables, band descriptions, tags), takes finished rows in order (:meth:`OutputFiles.write`) and writes them
     in whole rows of 256-px blocks, so that every compressed block is written once. :meth:`OutputFiles.commit` closes
-    the files and renames them to their final names with ``os.replace``, the class map last, so a class map that
-    exists is complete with its siblings; :meth:`OutputFiles.discard` removes the temporary files after a failure.
-    Only complete outputs ever appear.
+    the files, verifies every one complete (:func:`~sarlulc.files.verify_raster_complete`: it reopens and its last
+    block decodes; GDAL only logs a block it failed to write on a full disk) and only then renames them to their final
+    names with ``os.replace``, the class map last, so a class map that exists is complete with its siblings;
+    :meth:`OutputFiles.discard` removes the temporary files after a failure. Only complete outputs ever appear: a
+    failed write, close or check raises :class:`~sarlulc.errors.OutputWriteError` (a full disk named as such) and
+    leaves the previous outputs as they were. Temporary names are :func:`sarlulc.files.temporary_name`'s; those of a
+    killed earlier run of the same outputs are swept when the files are opened.
 
     :func:`provenance_tags` assembles the dataset tags every output carries: the sarlulc version, the model, the
     scene and what it says about itself (product id, convention, calibration, date: ``SARLULC_SOURCE_*``), what the
@@ -26,18 +30,20 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from .. import __version__
 from ..data.classes import ClassScheme
 from ..data.scene import PROVENANCE_PREFIX
+from ..errors import OutputWriteError
+from ..files import create_temporary, output_write_error, remove_path, sweep_stale_temporaries, verify_raster_complete
 from .records import NODATA_CLASS, Georeference, OutputSpec, SceneInput
 
 __all__ = [
@@ -150,27 +156,14 @@ def check_destination(paths: dict[str, Path], scene_path: str, overwrite: bool) 
 
 
 def temporary_path(final: Path, label: str) -> Path:
-    """A new empty file next to ``final`` with a hidden, unique name (GDAL then writes over it).
-
-    Created with the permissions a plain new file gets (0666 less the umask), which the output keeps when it is
-    renamed; ``tempfile.mkstemp`` would make it private to its owner.
-    """
-    while True:
-        path = final.with_name(f".{final.name}.{label}-{secrets.token_hex(4)}.tmp")
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return path
-        except FileExistsError:
-            continue
-        except OSError as err:
-            raise PermissionError(f"cannot write into the output folder {final.parent}: {err}") from err
+    """A new empty file next to ``final`` with a hidden, recognizable name (GDAL then writes over it); see
+    :func:`sarlulc.files.create_temporary`."""
+    return create_temporary(final, label)
 
 
 def remove_quietly(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    """Remove a temporary file; a missing one is fine."""
+    remove_path(path)
 
 
 def geotiff_profile(georeference: Georeference, count: int, **extra: Any) -> dict[str, Any]:
@@ -241,6 +234,7 @@ class OutputFiles:
         self._aligned = AlignedRows(0, georeference.height, self._write_block_rows)
         try:
             for key, final in spec.paths.items():
+                sweep_stale_temporaries(final)
                 self.temporary[key] = temporary_path(final, "partial")
             self._open_classes(spec, georeference)
             if spec.water:
@@ -288,7 +282,10 @@ class OutputFiles:
 
     def write(self, row: int, planes: np.ndarray) -> None:
         """Write the uint8 planes ``(layout.count, n, width)`` of scene rows ``[row, row + n)``."""
-        self._aligned.push(row, planes)
+        try:
+            self._aligned.push(row, planes)
+        except (OSError, RasterioError) as err:  # GDAL's write errors (a full disk among them)
+            raise output_write_error(self.paths["classes"], err, "map") from err
 
     def _write_block_rows(self, row: int, planes: np.ndarray) -> None:
         window = Window(0, row, planes.shape[2], planes.shape[1])
@@ -307,8 +304,15 @@ class OutputFiles:
             dataset.close()
 
     def commit(self, overwrite: bool) -> None:
-        """Close the files and move them to their final names, the class map last."""
-        self.close()
+        """Close the files, verify every one complete, then move them to their final names, the class map last."""
+        for key in self.temporary:
+            try:
+                self._datasets[key].close()
+                verify_raster_complete(self.temporary[key])
+            except OutputWriteError:
+                raise
+            except Exception as err:  # the close (where GDAL flushes its cache) or the reopening failed
+                raise output_write_error(self.paths[key], err, "map") from err
         if not overwrite:
             refuse_existing(self.paths)
         for key in sorted(self.temporary, key=lambda k: k == "classes"):

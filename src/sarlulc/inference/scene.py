@@ -34,10 +34,12 @@ from tqdm.auto import tqdm
 from ..checkpoints import load_segmentation_checkpoint, model_num_channels
 from ..data.alos2 import open_scene
 from ..data.classes import scheme_for_id2label
+from ..errors import UsageError
 from ..models.image_processing_sar import SarImageProcessor
+from .blending import check_band_memory
 from .compatibility import check_scene_against_model, check_scene_bands
 from .distributed import ProcessShare, predict_distributed, process_state
-from .grid import TileGrid, check_tiling
+from .grid import MIN_TILE, TileGrid, check_tiling
 from .outputs import OutputFiles, check_destination, output_paths, provenance_tags
 from .pipeline import TileRowsJob, predict_rows
 from .records import (
@@ -52,7 +54,7 @@ from .records import (
 from .resampling import OUTPUT_GRIDS, GridResampling, ModelGridScene, plan_resampling, regrid_outputs
 from .tiled import check_tile_fits_model
 
-__all__ = ["calibrated_input", "predict_scene", "probe_scene"]
+__all__ = ["calibrated_input", "checked_device", "clamp_tile", "predict_scene", "probe_scene"]
 
 _GDAL_CACHE_BYTES = 32 * 2**20  # GDAL defaults to 5 % of RAM, which a long scan would fill: RSS would grow with it
 _CPU_BATCH_SIZE = 2  # measured at 512 px on 2 cores: as fast as 4 tiles per call, ~400 MB lower peak RSS
@@ -137,6 +139,8 @@ def predict_scene(
         every temporary file and is re-raised.
     """
     _check_arguments(tile, overlap, batch_size, probabilities, num_workers, output_grid)
+    if device is not None:
+        checked_device(device)
     paths = output_paths(out_path, probabilities, water)
     check_destination(paths, str(scene_path), overwrite)
     scene = probe_scene(
@@ -148,12 +152,13 @@ def predict_scene(
     )
     loaded = load_segmentation_checkpoint(model, image_processor=image_processor)
     net = loaded.model
-    check_tile_fits_model(net.config, tile)
     check_scene_bands(scene, loaded.processor, model_num_channels(net.config))
     check_scene_against_model(scene, loaded.processor, strict=strict)
     scene = calibrated_input(scene, loaded.processor)
     resampling = _plan_resampling(scene, loaded.processor)
     grid_georeference = scene.georeference if resampling is None else resampling.model
+    tile = clamp_tile(tile, overlap, grid_georeference.height, grid_georeference.width)
+    check_tile_fits_model(net.config, tile)
     scheme = scheme_for_id2label(net.config.id2label)
     on_model_grid = resampling is not None and output_grid == "model"
     spec = OutputSpec(
@@ -176,6 +181,7 @@ def predict_scene(
     # Predicted on the model grid and then put on the scene's: the model-grid maps go to hidden files first.
     run_spec = spec if resampling is None or on_model_grid else _model_grid_spec(spec)
 
+    check_band_memory(len(net.config.id2label), tile, grid_georeference.width, spec.layout.count)
     state = process_state()
     target = _target_device(device, state, net, given_model=isinstance(model, torch.nn.Module))
     batch_size = batch_size or (_CPU_BATCH_SIZE if target.type == "cpu" else _GPU_BATCH_SIZE)
@@ -299,6 +305,16 @@ def calibrated_input(scene: SceneInput, processor: SarImageProcessor) -> SceneIn
     return replace(scene, calibration_factor=processor.calibration_factor, calibration_factor_source="processor")
 
 
+def clamp_tile(tile: int, overlap: int, height: int, width: int) -> int:
+    """``tile`` made no larger than one tile needs to cover the scene (its longer side plus the border margins,
+    rounded up to a multiple of 32): a 8192 px tile on a 512 px scene would only blend padding."""
+    span = max(height, width) + 2 * (overlap // 2)
+    needed = max(-(-span // MIN_TILE) * MIN_TILE, MIN_TILE)
+    while overlap >= needed / 2:  # keep the overlap valid for the smaller tile
+        needed += MIN_TILE
+    return min(tile, needed)
+
+
 def _check_arguments(
     tile: int,
     overlap: int,
@@ -329,13 +345,28 @@ def _model_grid_spec(spec: OutputSpec) -> OutputSpec:
     return replace(spec, paths=paths)
 
 
+def checked_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists on this machine; :class:`UsageError` naming it otherwise."""
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise UsageError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from err
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r}: this machine has no CUDA GPU that torch can use; use cpu")
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise UsageError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"device {device!r}: MPS is not available on this machine; use cpu")
+    return target
+
+
 def _target_device(
     device: str | torch.device | None, state: Any, net: torch.nn.Module, given_model: bool
 ) -> torch.device:
     """The device asked for, else each process's under ``accelerate launch``, else a given model's, else the GPU if
     there is one."""
     if device is not None:
-        return torch.device(device)
+        return checked_device(device)
     if state is not None:
         return state.device
     if given_model:

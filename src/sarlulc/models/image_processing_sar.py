@@ -61,14 +61,20 @@ __all__ = [
     "INPUT_KIND_ALIASES",
     "INPUT_KIND_TAG",
     "INPUT_KIND_TAG_KEYS",
+    "MAX_RASTER_BYTES",
     "POLARIZATIONS_TAG",
     "SAR_POLARIZATIONS",
+    "SUPPORTED_RASTER_DTYPES",
     "SarImageProcessor",
     "backscatter_from_tags",
     "calibrate_to_db",
     "calibration_factor_from_tags",
+    "check_raster_bands",
+    "check_raster_dtype",
+    "check_raster_size",
     "default_nodata",
     "input_kind_from_metadata",
+    "input_kind_from_values",
     "input_kind_or_none",
     "merge_raster_tags",
     "normalize_input_kind",
@@ -295,6 +301,75 @@ def valid_value_mask(values: np.ndarray, input_kind: str, nodata: float | None =
     return valid
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Raster validation: the one set of rules every entry point applies (sarlulc.data's readers for the command line and
+# predict_scene, and the "sar-segmentation" pipeline, which can import only this folder).
+# ----------------------------------------------------------------------------------------------------------------------
+SUPPORTED_RASTER_DTYPES = ("uint16", "int16", "uint32", "int32", "float32", "float64")
+"""Band dtypes that can hold backscatter: DN (16/32-bit integers), linear power or dB (floats). 8-bit rasters (RGB
+pictures, JPEG) and complex single-look data are refused."""
+
+MAX_RASTER_BYTES = 4 * 2**30
+"""The most a raster read whole into memory may take (the pipeline reads its input whole): 4 GiB of float32."""
+
+_MAX_SAR_BANDS = 2  # HH, HV
+
+
+def check_raster_dtype(dtype: str, where: str) -> None:
+    """Raise ``ValueError`` unless ``dtype`` can hold backscatter (:data:`SUPPORTED_RASTER_DTYPES`); ``where`` names
+    the raster and band in the message."""
+    if dtype in SUPPORTED_RASTER_DTYPES:
+        return
+    if "complex" in dtype:
+        hint = " (complex single-look data, e.g. ALOS-2 L1.1, must be detected and multilooked first)"
+    elif dtype in ("uint8", "int8"):
+        hint = " (8-bit rasters are pictures, e.g. RGB or JPEG, not backscatter)"
+    else:
+        hint = ""
+    raise ValueError(f"{where} has dtype {dtype}; expected one of {', '.join(SUPPORTED_RASTER_DTYPES)}{hint}")
+
+
+def check_raster_bands(count: int, num_channels: int, declared: bool, where: str) -> None:
+    """Raise ``ValueError`` for a raster whose band count cannot be read as the model's ``num_channels`` bands: more
+    than two bands that do not say their polarizations (``declared``: e.g. a 4-band RGBA or multispectral image), or
+    fewer bands than the model takes."""
+    if count > _MAX_SAR_BANDS and not declared:
+        raise ValueError(
+            f"{where} has {count} bands and does not say which polarization each holds (tag {POLARIZATIONS_TAG} or "
+            f"band descriptions); a SAR scene has 1 (HH) or 2 (HH, HV)"
+        )
+    if count < num_channels:
+        raise ValueError(f"{where} has {count} band(s); the model expects {num_channels} (band 1 HH, band 2 HV)")
+
+
+def input_kind_from_values(dtype: str, sample: np.ndarray | None, nodata: float | None) -> str:
+    """The input kind of a raster whose metadata declare none: integers are DN; floats are dB when the median of the
+    usable values of ``sample`` (e.g. a decimated read) is negative, DN above 20, else linear power."""
+    if np.dtype(dtype).kind in "iu":
+        return "dn"
+    if sample is None:
+        return "db"
+    usable = valid_value_mask(sample, "db", nodata)  # finite and not nodata, any sign
+    if not usable.any():
+        return "db"  # nothing to judge by; the all-nodata check reports the real problem
+    median = float(np.median(sample[usable]))
+    if median < 0:
+        return "db"
+    return "dn" if median > 20 else "linear"
+
+
+def check_raster_size(height: int, width: int, channels: int, where: str, limit: int = MAX_RASTER_BYTES) -> None:
+    """Raise ``ValueError`` when reading the raster whole (float32 features and their masks) would need more than
+    ``limit`` bytes; the message gives the size it would need."""
+    needed = height * width * (8 * channels + 2)  # raw values, float32 features, masks: a generous estimate
+    if needed > limit:
+        raise ValueError(
+            f"{where} is {height} x {width} px: preprocessing it whole would need about {needed / 2**30:.1f} GiB "
+            f"(limit {limit / 2**30:.0f} GiB); predict large scenes tile by tile with sarlulc.inference.predict_scene "
+            "(`sarlulc predict`)"
+        )
+
+
 @functools.lru_cache(maxsize=8)
 def _dn_table(calibration_factor: float) -> np.ndarray:
     """dB of every uint16 DN (``10*log10(DN**2) + CF`` in float64, cast to float32); DN 0 maps to 0.0."""
@@ -504,7 +579,11 @@ class SarImageProcessor(BaseImageProcessor):
         super().__init__(**kwargs)
         self.input_kind = normalize_input_kind(input_kind)
         self.calibration_factor = float(calibration_factor)
-        if len(clip_db) != 2 or not float(clip_db[0]) < float(clip_db[1]):
+        if not math.isfinite(self.calibration_factor):
+            raise ValueError(f"calibration_factor must be a finite number of dB, got {calibration_factor}")
+        if len(clip_db) != 2 or not math.isfinite(float(clip_db[0])) or not math.isfinite(float(clip_db[1])):
+            raise ValueError(f"clip_db must be two finite numbers of dB, got {clip_db}")
+        if not float(clip_db[0]) < float(clip_db[1]):
             raise ValueError(f"clip_db must be [low, high] in dB with low < high, got {clip_db}")
         self.clip_db = [float(clip_db[0]), float(clip_db[1])]
         if num_channels is None:
@@ -514,8 +593,11 @@ class SarImageProcessor(BaseImageProcessor):
         self.num_channels = int(num_channels)
         self.image_mean = _per_band(image_mean, DEFAULT_IMAGE_MEAN_DB, self.num_channels, "image_mean")
         self.image_std = _per_band(image_std, DEFAULT_IMAGE_STD_DB, self.num_channels, "image_std")
-        if not all(s > 0 for s in self.image_std):
-            raise ValueError(f"image_std must be positive for every band, got {self.image_std}")
+        # A NaN or infinite statistic would turn every pixel into NaN or 0: every prediction would be garbage.
+        if not all(math.isfinite(m) for m in self.image_mean):
+            raise ValueError(f"image_mean must be a finite number of dB for every band, got {self.image_mean}")
+        if not all(math.isfinite(s) and s > 0 for s in self.image_std):
+            raise ValueError(f"image_std must be positive and finite for every band, got {self.image_std}")
         self.nodata = (
             default_nodata(self.input_kind) if nodata is _UNSET else (None if nodata is None else float(nodata))
         )

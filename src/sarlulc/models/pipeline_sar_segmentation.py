@@ -42,12 +42,22 @@ from transformers import AutoModelForSemanticSegmentation
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.pipelines.image_segmentation import ImageSegmentationPipeline
 
-from .image_processing_sar import calibration_factor_from_tags, input_kind_from_metadata, merge_raster_tags
+from .image_processing_sar import (
+    calibration_factor_from_tags,
+    check_raster_bands,
+    check_raster_dtype,
+    check_raster_size,
+    input_kind_from_metadata,
+    input_kind_from_values,
+    merge_raster_tags,
+    polarizations_from_tags,
+)
 
 __all__ = [
     "SAR_SEGMENTATION_CUSTOM_PIPELINES",
     "SAR_SEGMENTATION_TASK",
     "SarSegmentationPipeline",
+    "check_weights_file",
     "read_sar_raster",
     "register_sar_segmentation_pipeline",
     "save_pipeline_files",
@@ -92,15 +102,27 @@ def read_sar_raster(path: str | os.PathLike, num_channels: int = 1) -> dict[str,
     """
     try:
         import rasterio
+        import rasterio.errors
     except ImportError as err:  # only raster inputs need it; arrays work without
         raise ImportError("reading rasters needs rasterio: pip install rasterio") from err
 
-    with rasterio.open(path) as dataset:
-        if dataset.count < num_channels:
-            raise ValueError(
-                f"{path} has {dataset.count} band(s); the model expects {num_channels} (band 1 HH, band 2 HV)"
-            )
+    if not Path(path).exists():
+        raise ValueError(f"raster {path} does not exist")
+    try:
+        dataset = rasterio.open(path)
+    except rasterio.errors.RasterioError as err:
+        raise ValueError(f"raster {path} cannot be opened as a raster: {err}") from err
+    with dataset:
+        # The rules sarlulc.data applies to every scene (the command line, predict_scene): the same functions.
+        try:
+            declared = polarizations_from_tags(merge_raster_tags(dataset.tags(), dataset.tags(1)))
+        except ValueError:
+            declared = None
+        check_raster_bands(dataset.count, num_channels, declared is not None, f"raster {path}")
         bands = list(range(1, num_channels + 1))
+        for band in bands:
+            check_raster_dtype(dataset.dtypes[band - 1], f"raster {path} band {band}")
+        check_raster_size(dataset.height, dataset.width, num_channels, f"raster {path}")
         image = dataset.read(bands)
         valid_mask = (dataset.read_masks(bands) > 0).all(axis=0)
         tags = merge_raster_tags(dataset.tags(), dataset.tags(1))
@@ -110,6 +132,9 @@ def read_sar_raster(path: str | os.PathLike, num_channels: int = 1) -> dict[str,
             factor = calibration_factor_from_tags(tags)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err
+        if input_kind is None:  # undeclared: judged from the dtype and the values, as for a scene
+            sample = image[0][:: max(1, image.shape[1] // 512), :: max(1, image.shape[2] // 512)]
+            input_kind = input_kind_from_values(dataset.dtypes[0], sample, dataset.nodatavals[0])
         return {
             "image": image,
             "valid_mask": valid_mask,
@@ -152,6 +177,10 @@ class SarSegmentationPipeline(ImageSegmentationPipeline):
     _load_tokenizer = False
     _load_video_processor = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        check_weights_file(self.model)
+
     def check_model_type(self, supported_models: Any) -> None:
         """Accept any model: transformers' list holds its own segmentation models only, so the stock check would log
         a spurious error for ours. The pipeline needs (B, K, H, W) ``logits`` and ``config.id2label``."""
@@ -181,6 +210,10 @@ class SarSegmentationPipeline(ImageSegmentationPipeline):
                 f"SarSegmentationPipeline takes a raster path, a numpy array (H, W)/(C, H, W) or a dict with 'image'; "
                 f"got {type(image).__name__} (PIL images and URLs are 8-bit RGB and carry no backscatter)"
             )
+        if not isinstance(image, (str, os.PathLike)) and isinstance(item.get("image"), (np.ndarray, torch.Tensor)):
+            shape = tuple(item["image"].shape)
+            if len(shape) >= 2:
+                check_raster_size(shape[-2], shape[-1], shape[0] if len(shape) == 3 else 1, "the input array")
         item.update(overrides)
         kwargs = {key: item[key] for key in ("input_kind", "calibration_factor") if item.get(key) is not None}
         if "nodata" in item:  # None is meaningful (no nodata value), so only a missing key means "default"
@@ -229,6 +262,38 @@ class SarSegmentationPipeline(ImageSegmentationPipeline):
             name = self.model.config.id2label[int(label)]
             annotation.append({"score": None, "label": name, "mask": Image.fromarray(mask)})
         return annotation
+
+
+def check_weights_file(model: Any) -> None:
+    """Raise ``ValueError`` when the safetensors weights in the folder ``model`` was loaded from lack tensors the
+    model has, or hold them in another shape.
+
+    ``pipeline()`` loads the model without a load report, and transformers starts missing tensors at random with only
+    a log line: the pipeline would segment with a random decoder. The file's header (names and shapes) is enough.
+    """
+    folder = Path(str(getattr(model, "name_or_path", "") or ""))
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return  # a model built in memory, or weights in another form: nothing to compare with
+    from safetensors import safe_open
+
+    stored: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as weights:
+                for key in weights.keys():
+                    stored[key] = tuple(weights.get_slice(key).get_shape())
+        except Exception as err:  # safetensors' own error type: a truncated or corrupt file
+            raise ValueError(f"checkpoint {folder}: weights file {file.name} is damaged or truncated ({err})") from err
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    missing = sorted(key for key in expected if key not in stored)
+    mismatched = sorted(key for key in expected if key in stored and stored[key] != expected[key])
+    if missing or mismatched:
+        raise ValueError(
+            f"checkpoint {folder}: {len(missing)} weight tensor(s) missing from its weights and {len(mismatched)} of "
+            f"another shape (e.g. {', '.join((missing + mismatched)[:3])}); the model would segment with random "
+            "weights"
+        )
 
 
 def register_sar_segmentation_pipeline() -> None:

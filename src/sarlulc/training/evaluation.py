@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -369,6 +371,7 @@ def score_map(
     *,
     window_size: int = 256,
     progress: bool = False,
+    strict: bool = False,
 ) -> SegmentationTally:
     """Fold a written class map, scored against its label raster window by window, into ``tally``.
 
@@ -382,12 +385,16 @@ def score_map(
         tally: counts to add to; default: a new :class:`SegmentationTally` of ``scheme``.
         window_size: side of the default windows (boundaries are judged inside each window).
         progress: show a progress bar over the windows.
+        strict: raise on label codes outside the scheme instead of warning.
 
     Pixels are left out where the map has nodata and where the labels are nodata or a code outside the scheme
-    (ignore). A window without any map pixel is skipped (it does not count in ``tally.tiles``).
+    (ignore). Codes outside the scheme (other than the label nodata and 0, "no data" in every JAXA scheme) are
+    reported with their pixel counts: a ``UserWarning``, or with ``strict`` an error. A window without any map pixel
+    is skipped (it does not count in ``tally.tiles``).
 
     Raises:
-        SarLulcDataError: a file is missing or unreadable, or the two rasters are not on the same grid.
+        SarLulcDataError: a file is missing or unreadable, the two rasters are not on the same grid, or (``strict``)
+            the labels hold codes outside the scheme.
         UsageError: ``scheme`` has no source codes (a model's own class names), so the labels cannot be encoded.
     """
     if not scheme.has_source_codes:
@@ -402,6 +409,7 @@ def score_map(
             windows = tile_windows(predicted.height, predicted.width, window_size)
         map_nodata = int(predicted.nodata) if predicted.nodata is not None else scheme.ignore_index
         label_nodata = reference.nodata
+        unknown: dict[int, int] = {}
         for window in tqdm(windows, desc="scoring the map", unit="window", disable=not progress):
             prediction = predicted.read(1, window=window, boundless=True, fill_value=map_nodata).astype(np.int64)
             unmapped = prediction == map_nodata
@@ -409,11 +417,25 @@ def score_map(
                 continue
             codes = reference.read(1, window=window, boundless=True, fill_value=0)
             target = scheme.encode(codes).astype(np.int64)
+            outside = (target == scheme.ignore_index) & (codes != 0) & ~unmapped
             if label_nodata is not None:
+                outside &= codes != label_nodata
                 target[codes == label_nodata] = scheme.ignore_index
+            if outside.any():
+                for code, count in zip(*np.unique(codes[outside], return_counts=True), strict=True):
+                    unknown[int(code)] = unknown.get(int(code), 0) + int(count)
             target[unmapped] = scheme.ignore_index
             prediction[unmapped] = scheme.ignore_index
             tally.update(torch.from_numpy(prediction[None]), torch.from_numpy(target[None]))
+    if unknown:
+        listed = ", ".join(f"{code} ({count} px)" for code, count in sorted(unknown.items()))
+        message = (
+            f"label raster {labels_path} holds codes outside the class scheme {scheme.name!r}: {listed}; they are "
+            "left out of the scores"
+        )
+        if strict:
+            raise SarLulcDataError(message.replace("; they are left out of the scores", " (--strict)"))
+        warnings.warn(message, UserWarning, stacklevel=2)
     return tally
 
 
@@ -504,12 +526,29 @@ def check_evaluation_arguments(args: EvaluationArguments, inference_args: Infere
         for flag, path in (("--scene", args.scene), ("--labels", args.labels)):
             if not Path(path).is_file():
                 raise UsageError(f"{flag} {path} does not exist")
-        if args.tile_size < 32 or args.tile_size % 32:
-            raise UsageError(f"--tile_size {args.tile_size} is not a positive multiple of 32")
+    if args.tile_size < 32 or args.tile_size % 32:
+        raise UsageError(f"--tile_size {args.tile_size} is not a positive multiple of 32")
+    if inference_args.device is not None:
+        from ..inference.scene import checked_device
+
+        checked_device(inference_args.device)
+    if args.output_dir is not None:
+        _check_writable_folder(Path(args.output_dir), "--output_dir")
     if args.thin_width < 3 or args.thin_width % 2 == 0:
         raise UsageError(f"--thin_width must be an odd number >= 3, got {args.thin_width}")
     if args.boundary_tolerance < 0 or (inference_args.batch_size is not None and inference_args.batch_size < 1):
         raise UsageError("--boundary_tolerance must be >= 0 and --batch_size >= 1")
+
+
+def _check_writable_folder(folder: Path, flag: str) -> None:
+    """:class:`UsageError` unless ``folder`` is (or can be created as) a writable folder."""
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {folder} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {folder}: {existing} is not writable")
 
 
 def _evaluation_name(args: EvaluationArguments) -> str:
@@ -641,8 +680,14 @@ def run_evaluation(
             tally,
             window_size=args.tile_size,
             progress=not args.disable_tqdm,
+            strict=args.strict,
         )
         extra.update(evaluated=f"{args.scene} ({name})", map=str(map_path))
+    if not tally.confusion.any():  # ignored reference pixels are never counted
+        raise SarLulcDataError(
+            f"no labelled pixel to score in {args.labels if args.data is None else args.data} "
+            f"({name}): every reference pixel is nodata, unknown or outside the predicted map"
+        )
     report = segmentation_report(tally, scheme, class_frequencies, args.rare_threshold)
     report["model_dir"] = str(args.model_dir)
     report.update(extra)

@@ -3,8 +3,9 @@
 Shaped like transformers' ``run_semantic_segmentation_no_trainer.py``: an :class:`~accelerate.Accelerator` owns mixed
 precision, gradient accumulation, device placement and distribution; AdamW with weight decay only on weight matrices
 (and an optional layer-wise learning-rate decay over the encoder), linear warmup then cosine decay, gradient clipping;
-``save_state`` every N optimizer steps into ``OUTPUT/step_N`` (keeping the last K); resume with
-``load_state`` + ``skip_first_batches``; metrics through accelerate trackers; at the end ``save_pretrained`` of the
+``save_state`` every N optimizer steps into ``OUTPUT/step_N`` (keeping the last K), written into a hidden temporary
+folder, verified complete and renamed (:func:`sarlulc.files.verify_and_replace`), so a killed save never leaves a
+``step_N`` behind; resume with ``load_state`` + ``skip_first_batches`` (``latest``: the newest complete checkpoint); metrics through accelerate trackers; at the end ``save_pretrained`` of the
 unwrapped model, the task's extra files (the image processor's config) and ``all_results.json``.
 
 What differs between the tasks is passed in as :class:`TrainingHooks`: how a batch becomes a loss, how to evaluate,
@@ -25,11 +26,13 @@ weights as an uninterrupted one:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -49,7 +52,15 @@ from transformers import get_cosine_schedule_with_warmup
 from sarlulc_cli.arguments import LoopArguments
 
 from ..errors import UsageError
-from ..files import write_json
+from ..files import (
+    create_temporary,
+    output_write_error,
+    remove_path,
+    sweep_stale_temporaries,
+    temporary_name,
+    verify_and_replace,
+    write_json,
+)
 from .trackers import make_trackers, validate_report_to
 
 __all__ = [
@@ -62,6 +73,7 @@ __all__ = [
     "TrainingProgress",
     "build_optimizer",
     "check_loop_arguments",
+    "checkpoint_is_complete",
     "create_accelerator",
     "deterministic_algorithms",
     "list_checkpoints",
@@ -142,23 +154,76 @@ def list_checkpoints(output_dir: str | Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
+def checkpoint_is_complete(path: Path) -> bool:
+    """Whether a checkpoint folder holds what ``load_state`` needs, every file whole: an optimizer state, weights,
+    no empty file, and safetensors files whose header and data are all there."""
+    try:
+        files = [entry for entry in path.iterdir() if entry.is_file()]
+        if not any(entry.name.startswith("optimizer") for entry in files):
+            return False
+        if not any(
+            entry.suffix in (".safetensors", ".bin") and not entry.name.startswith("optimizer") for entry in files
+        ):
+            return False
+        if any(entry.stat().st_size == 0 for entry in files):
+            return False
+        for entry in files:
+            if entry.suffix == ".safetensors":
+                _check_safetensors(entry)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _check_safetensors(path: Path) -> None:
+    """Raise ``ValueError`` unless the header parses and the data it describes are all in the file."""
+    with open(path, "rb") as stream:
+        header_size = int.from_bytes(stream.read(8), "little")
+        header = json.loads(stream.read(header_size))
+    end = max((item["data_offsets"][1] for key, item in header.items() if key != "__metadata__"), default=0)
+    if path.stat().st_size < 8 + header_size + end:
+        raise ValueError(f"{path} is truncated")
+
+
+def _verify_checkpoint(path: Path) -> None:
+    if not checkpoint_is_complete(path):
+        raise OSError(f"checkpoint {path} is incomplete (a file is missing, empty or truncated)")
+
+
 def resolve_checkpoint(output_dir: str | Path, value: str) -> Path:
     """The checkpoint folder that ``--resume_from_checkpoint value`` names; raises :class:`UsageError` if none.
 
-    ``"latest"`` is the newest ``output_dir/step_N``; anything else is a path to a folder written by ``save_state``.
+    ``"latest"`` is the newest complete ``output_dir/step_N`` (:func:`checkpoint_is_complete`; an incomplete one, e.g.
+    from a save killed before checkpoints were written atomically, is passed over with a warning); anything else is a
+    path to a folder written by ``save_state``, refused when incomplete.
     """
     if value == "latest":
         checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
+        complete = [path for path in checkpoints if checkpoint_is_complete(path)]
+        if not complete:
+            found = f" ({len(checkpoints)} incomplete)" if checkpoints else ""
             raise UsageError(
-                f"--resume_from_checkpoint latest: {output_dir} has no step_N checkpoint folder to resume from"
+                f"--resume_from_checkpoint latest: {output_dir} has no step_N checkpoint folder that is complete, to "
+                f"resume from{found}"
             )
-        return checkpoints[-1]
+        skipped = [path.name for path in checkpoints if path not in complete and path.name > complete[-1].name]
+        if skipped:
+            warnings.warn(
+                f"skipping incomplete checkpoint(s) {', '.join(skipped)}; resuming from {complete[-1]}",
+                UserWarning,
+                stacklevel=2,
+            )
+        return complete[-1]
     path = Path(value)
     if not path.is_dir():
         raise UsageError(f"--resume_from_checkpoint {value}: no such checkpoint folder (or use 'latest')")
     if not any(path.glob("optimizer*.bin")):
         raise UsageError(f"--resume_from_checkpoint {value}: not a training checkpoint (it has no optimizer state)")
+    if not checkpoint_is_complete(path):
+        raise UsageError(
+            f"--resume_from_checkpoint {value}: the checkpoint is incomplete (a file is empty or truncated, e.g. "
+            "from a save that was killed); resume from an earlier one"
+        )
     return path
 
 
@@ -645,8 +710,32 @@ class _TrainingRun:
             return
         self.saved_step = self.progress.completed_steps
         path = self.output_dir / f"step_{self.progress.completed_steps}"
-        self.accelerator.save_state(str(path))
-        self.accelerator.wait_for_everyone()
+        # Written under a hidden temporary name that every process agrees on, verified, then renamed: a save killed
+        # half-way leaves no step_N behind (and its temporary is swept by the next save of that step).
+        accelerator = self.accelerator
+        if accelerator.is_main_process:
+            sweep_stale_temporaries(path)
+            temporary = create_temporary(path, directory=True)
+        else:
+            temporary = temporary_name(path)
+        names = [str(temporary)]
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(names)
+        temporary = Path(names[0])
+        try:
+            accelerator.save_state(str(temporary))
+        except BaseException as err:
+            if accelerator.is_main_process:
+                remove_path(temporary)
+            if isinstance(err, OSError):
+                raise output_write_error(path, err, "checkpoint") from err
+            raise
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            verify_and_replace(temporary, path, _verify_checkpoint, what="checkpoint")
+        accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             _prune_checkpoints(self.output_dir, self.args.checkpoints_total_limit)
         self.accelerator.wait_for_everyone()
