@@ -51,6 +51,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from ..models.image_processing_sar import BACKSCATTER_TAG, POLARIZATIONS_TAG
+from ..scale import SMALL_SCENE_SIZE, scaled
 from .alos2 import CALIBRATION_FACTOR_TAG, DEFAULT_CALIBRATION_FACTOR, INPUT_KIND_TAG, db_to_dn
 from .classes import JAXA_SOURCE_CLASSES, JAXA_SOURCE_COLORS
 
@@ -944,6 +945,7 @@ def generate_scene(
         The written paths, the config and the pixel count per label code.
     """
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    height, width = scaled(height, SMALL_SCENE_SIZE), scaled(width, SMALL_SCENE_SIZE)  # SARLULC_DOCS_SMALL
     config = SyntheticSceneConfig(
         height=height,
         width=width,
