@@ -9,9 +9,12 @@
 Method: every candidate is warmed up, then the candidates run in interleaved rounds (A B C, A B C, ...), so that a
 slow phase of a shared machine hits all of them; we report the median time per call with min and max, the per-image
 throughput, the ratio to the peer, FLOPs per image (analytic for ours, `FlopCounterMode` for the peers, both with
-eager attention, since PyTorch's flop counter does not see its CPU flash-attention kernel) and the achieved FLOP/s;
-on CUDA also the model FLOP utilization against this device's measured bf16 matmul peak. BENCHMARKS.md explains
-the comparisons and records the latest figures.
+eager attention, since PyTorch's flop counter does not see its CPU flash-attention kernel) and the achieved FLOP/s.
+`pretrain` also times a dense square matmul of the run's dtype in the same rounds (fp32 on the CPU, with the same
+threads) and reports each model's achieved FLOP/s as a fraction of that measured peak (on CUDA: the model FLOP
+utilization, MFU); `--profile N` prints the N operators that take most of our training step's time. `segment` reports
+MFU on CUDA against the device's bf16 matmul peak. BENCHMARKS.md explains the comparisons and records the latest
+figures.
 """
 
 from __future__ import annotations
@@ -132,6 +135,27 @@ def matmul_peak_flops(device: torch.device) -> float | None:
     return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
+PEAK_CALL = "dense matmul (peak)"
+
+
+def matmul_peak_call(device: torch.device, dtype: str) -> tuple[Callable[[], None], int, str]:
+    """A dense square matmul of the run's dtype to time beside the models: the call, its FLOPs, a description.
+
+    Timed in the same interleaved rounds, it meets the same contention as the models on a shared machine, so the
+    fraction of peak compares like with like (a peak measured apart, at a quiet moment, would not).
+    """
+    n = 8192 if device.type == "cuda" else 2048
+    dtype_ = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype_)
+    b = torch.randn(n, n, device=device, dtype=dtype_)
+
+    def call():
+        torch.mm(a, b)
+
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    return call, 2 * n**3, f"{dtype} {n}x{n} @ {n}x{n} matmul on {device.type}{threads}"
+
+
 def summarize(times: dict[str, list[float]], items: int, flops: dict[str, float | None], notes: dict[str, str]):
     return [
         Result(
@@ -147,13 +171,15 @@ def summarize(times: dict[str, list[float]], items: int, flops: dict[str, float 
     ]
 
 
-def print_table(title: str, results: list[Result], reference: str, peak: float | None, unit: str = "img/s") -> None:
+def print_table(
+    title: str, results: list[Result], reference: str, peak: float | None, unit: str = "img/s", peak_label: str = "MFU"
+) -> None:
     ref = next(r for r in results if r.name == reference)
     print(f"\n## {title}")
     print(f"(ratio = this model's {unit} / those of {reference}; min and max over the rounds)")
     header = f"| {'model':<44} | {unit:>8} | {'min':>7} | {'max':>7} | {'ratio':>8} | GFLOP/item | TFLOP/s |"
     if peak:
-        header += " MFU |"
+        header += f" {peak_label} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in results:
@@ -176,8 +202,9 @@ def maybe_compile(model, enabled: bool):
 
 
 def optimizer_for(model, device):
-    # fused AdamW where the platform has it (CUDA), the same optimizer for every candidate
-    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    # Fused AdamW (one kernel over all parameters; PyTorch has it on CUDA and on the CPU), the same optimizer for every
+    # candidate. On a 2-core CPU the per-parameter loop of the default AdamW costs 2-5% of a tiny model's step.
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cuda", "cpu"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -276,7 +303,11 @@ def bench_pretrain(args) -> list[Result]:
     encoder_loss = lambda out: out.last_hidden_state.float().pow(2).mean()  # noqa: E731
     calls = {name: train_step(m, inp, model_loss) for name, (m, inp) in models.items()}
     calls.update({name: train_step(m, inp, encoder_loss) for name, (m, inp) in encoders.items()})
+    peak_call, peak_flops_per_call, peak_description = matmul_peak_call(device, args.dtype)
+    calls[PEAK_CALL] = peak_call
     times = interleaved(calls, device, args.warmup, args.repeats)
+    peak_times = times.pop(PEAK_CALL)
+    peak = peak_flops_per_call / statistics.median(peak_times)
 
     flops = {"SAR-W-MixMAE (ours)": pretraining_flops(ours_config, 1, size, size).training}
     flops["SimMIM (transformers Swin)"] = flops_of(*models["SimMIM (transformers Swin)"], model_loss) / batch
@@ -292,16 +323,55 @@ def bench_pretrain(args) -> list[Result]:
         ),
     }
     results = summarize(times, batch, flops, notes)
-    peak = matmul_peak_flops(device)
+    for result in results:
+        result.extra["matmul_peak_flops"] = peak
+        result.extra["fraction_of_peak"] = result.flops_per_item * result.throughput / peak
+    label = "MFU" if device.type == "cuda" else "of peak"
+    print(
+        f"\nmeasured peak: {peak / 1e9:.1f} GFLOP/s ({peak_description}, median of the same {args.repeats} interleaved "
+        f"rounds; best {peak_flops_per_call / min(peak_times) / 1e9:.1f})"
+    )
     print_table(
-        f"pretrain: training step (forward + backward + AdamW), batch {batch}, {size}x{size}x1, {args.device}, "
+        f"pretrain: training step (forward + backward + fused AdamW), batch {batch}, {size}x{size}x1, {args.device}, "
         f"{args.dtype}{', torch.compile' if args.compile else ''}",
         results[:3],
         "SimMIM (transformers Swin)",
         peak,
+        peak_label=label,
     )
-    print_table("encoder alone: forward + backward + AdamW", results[3:], "encoder: transformers SwinModel", peak)
+    print_table(
+        "encoder alone: forward + backward + fused AdamW",
+        results[3:],
+        "encoder: transformers SwinModel",
+        peak,
+        peak_label=label,
+    )
+    if args.profile:
+        profile_step(calls["SAR-W-MixMAE (ours)"], args.profile)
     return results
+
+
+def profile_step(step: Callable[[], None], rows: int) -> None:
+    """Where our training step's time goes: torch.profiler's operators by self time, over three steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as recorded:
+        for _ in range(3):
+            step()
+    events = recorded.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    products = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+    share = sum(event.self_cpu_time_total for event in events if event.key in products) / total
+    print(f"\n## profile: SAR-W-MixMAE (ours), one training step, {rows} operators by self CPU time")
+    print(f"(matrix products {', '.join(products)}: {100 * share:.1f}% of the step's self CPU time)")
+    print("operator | share | ms per step | calls per step")
+    print("---|---:|---:|---:")
+    for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]:
+        print(
+            f"{event.key[:60]} | {100 * event.self_cpu_time_total / total:.1f}% | "
+            f"{event.self_cpu_time_total / 1e3 / 3:.1f} | {event.count / 3:g}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -649,6 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-window", type=int, default=512, help="data: window side in px")
     parser.add_argument("--gdal-cache-mb", type=int, default=16, help="data: GDAL's block cache (MB)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="pretrain: print our step's N most expensive operators"
+    )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers.testing_utils import CaptureLogger
+from transformers.utils import logging as hf_logging
 
 import sarlulc  # noqa: F401  (registers the Auto classes)
 from sarlulc import SarMixMAEBackbone, SarMixMAEConfig, SarMixMAEForPreTraining, SarMixMAEModel
@@ -71,7 +73,8 @@ def as_db(pixels: torch.Tensor) -> torch.Tensor:
         (dict(num_heads=(3, 2, 2, 4)), "num_heads[0]"),
         (dict(num_channels=3), "num_channels"),
         (dict(loss_weighting="speckle"), "loss_weighting"),
-        (dict(backscatter_tau=0.0), "backscatter_tau"),
+        (dict(backscatter_weight_scale=float("inf")), "backscatter_weight_scale"),
+        (dict(backscatter_channel_mode="max"), "backscatter_channel_mode"),
         (dict(backscatter_power_source="speckle"), "backscatter_power_source"),
         (dict(decoder_num_heads=3), "decoder_num_heads"),
         (dict(range_mask_ratio=0.6), "range_mask_ratio"),
@@ -108,8 +111,17 @@ def test_check_input_size_names_the_input_and_the_fix():
 
 
 def test_config_round_trips_through_json(tmp_path):
-    config = small_config(loss_weighting="none", backscatter_tau=0.5, backscatter_power_source="pixel_values")
+    config = small_config(
+        loss_weighting="none",
+        backscatter_weight_scale=0.5,
+        backscatter_channel_mode="shared_avg",
+        backscatter_power_source="pixel_values",
+    )
     config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    # a checkpoint says what it was trained with
+    assert (saved["backscatter_weight_scale"], saved["backscatter_channel_mode"]) == (0.5, "shared_avg")
+    assert (saved["layer_norm_eps"], saved["backscatter_power_source"]) == (1e-5, "pixel_values")
     loaded = SarMixMAEConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == config.to_dict()
 
@@ -127,6 +139,108 @@ def test_old_configs_with_the_normalization_still_load_and_drop_it(tmp_path):
     for name in ("input_db_mean", "input_db_std", "input_clip_db"):
         assert not hasattr(loaded, name) and name not in loaded.to_dict()
     assert "input_db_mean" in values  # negative control: the file did carry them
+
+
+def test_configs_with_the_former_weight_fields_load_with_a_warning(tmp_path):
+    config = small_config()
+    config.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    values = json.loads(path.read_text())
+    values.update(backscatter_tau=1.0, backscatter_normalization="per_image", loss_reduction="weighted_mean")
+    path.write_text(json.dumps(values))
+    logger = hf_logging.get_logger("sarlulc.models.configuration_sar_mixmae")
+    with CaptureLogger(logger) as captured:
+        loaded = SarMixMAEConfig.from_pretrained(tmp_path)
+    assert "former backscatter weight" in captured.out and "backscatter_tau" in captured.out
+    assert loaded.to_dict() == config.to_dict()
+    assert not any(hasattr(loaded, name) for name in ("backscatter_tau", "loss_reduction"))
+
+
+def test_authors_reference_settings_are_valid_and_differ_from_the_defaults_only_in_the_weight_source():
+    from sarlulc.models.configuration_sar_mixmae import AUTHORS_REFERENCE_SETTINGS
+
+    config = small_config(**AUTHORS_REFERENCE_SETTINGS)
+    default = small_config()
+    differing = {key for key, value in AUTHORS_REFERENCE_SETTINGS.items() if getattr(default, key) != value}
+    assert differing == {"backscatter_power_source"}
+    assert config.backscatter_power_source == "pixel_values" and config.layer_norm_eps == 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The reference layout: position embeddings, LayerNorm eps, mask count, bias tables
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def mae_sincos_table(dim: int, grid: int, column_first: bool = True) -> np.ndarray:
+    """MAE's `get_2d_sincos_pos_embed` as its paper's code defines it, written out in numpy float64: the token at row
+    i, column j (row-major) gets `[sin(j w), cos(j w), sin(i w), cos(i w)]`, `w_k = 1 / 10000 ** (k / (dim / 4))`."""
+    omega = 1.0 / 10000.0 ** (np.arange(dim // 4) / (dim / 4))
+    rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+
+    def encode(positions):
+        angles = positions.reshape(-1)[:, None] * omega[None, :]
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    first, second = (cols, rows) if column_first else (rows, cols)
+    return np.concatenate([encode(first), encode(second)], axis=1)
+
+
+@pytest.mark.parametrize(("dim", "grid"), [(16, 8), (128, 32), (512, 4)])
+def test_sincos_position_embedding_puts_the_column_first_as_mae(dim, grid):
+    ours = sincos_position_embedding_2d(grid, grid, dim).double().numpy()
+    np.testing.assert_allclose(ours, mae_sincos_table(dim, grid), atol=2e-5)
+    # negative control: the row-first layout is another table
+    assert np.abs(ours - mae_sincos_table(dim, grid, column_first=False)).max() > 0.5
+
+
+def test_sincos_position_embedding_of_a_rectangular_grid_keeps_the_layout():
+    table = sincos_position_embedding_2d(3, 5, 8).view(3, 5, 8)
+    # first half: the column (same along a column of tokens), second half: the row
+    assert torch.equal(table[0, :, :4], table[2, :, :4]) and not torch.equal(table[0, 0, :4], table[0, 1, :4])
+    assert torch.equal(table[:, 0, 4:], table[:, 4, 4:]) and not torch.equal(table[0, 0, 4:], table[1, 0, 4:])
+
+
+def test_every_layer_norm_uses_the_reference_eps_by_default():
+    model = SarMixMAEForPreTraining(small_config())
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) > 10 and all(norm.eps == 1e-5 for norm in norms)
+
+
+def test_the_mask_has_int_of_units_times_ratio_ones():
+    # 16 units at 0.6: int(9.6) = 9 (rounding would give 10)
+    for seed in range(3):
+        mask = random_mixing_mask((4, 4), 0.6, generator=torch.Generator().manual_seed(seed))
+        assert int(mask.sum()) == 9
+    assert int(random_mixing_mask((7, 7), 0.5).sum()) == 24  # MixMAE at 224 px: 49 units
+
+
+def test_the_mask_is_the_one_the_reference_draws_from_the_same_random_state():
+    # the reference: noise = rand(L); the int(L * ratio) units with the smallest noise are mixed
+    generator = torch.Generator().manual_seed(11)
+    noise = torch.rand(1, 1, 16, generator=generator)
+    expected = torch.zeros(16)
+    expected[noise.argsort(dim=2)[0, 0, :8]] = 1
+    ours = random_mixing_mask((4, 4), 0.5, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(ours.reshape(-1).float(), expected)
+
+
+def test_a_window_larger_than_its_grid_shrinks_with_its_bias_table():
+    # 64 px: grids 16/8/4/2; windows 16/16/8/4 shrink to 16/8/4/2, tables (2w-1)^2 rows as in the reference
+    config = small_config(image_size=64)
+    assert [config.stage_window_size(s) for s in range(4)] == [16, 8, 4, 2]
+    model = SarMixMAEModel(config)
+    for stage, window in zip(model.encoder.stages, [16, 8, 4, 2]):
+        assert stage.window_size == window
+        for block in stage.blocks:
+            assert block.attention.relative_position_bias_table.shape == (
+                (2 * window - 1) ** 2,
+                block.attention.num_heads,
+            )
+    # a larger input keeps the shrunk window (the grid is padded and tiled), a smaller one uses the table's centre
+    assert model.encoder.stages[1].effective_window(16, 16) == (8, 8)
+    assert model.encoder.stages[1].effective_window(4, 4) == (4, 4)
+    outputs = model(torch.randn(1, 1, 128, 96), output_hidden_states=True)
+    assert outputs.last_hidden_state.shape == (1, 12, 128)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -307,62 +421,162 @@ def test_leakage_test_detects_a_disabled_group_mask():
 
 
 def reference_loss(pixels, logits, config, pixel_mask=None, backscatter_db=None):
-    """The SAR-W-MixMAE loss in plain numpy: per-unit targets (per-patch normalized), backscatter weights from the
-    dB values (`backscatter_db`, or the model input itself for backscatter_power_source="pixel_values"), weighted
-    MSE."""
+    """The SAR-W-MixMAE loss in plain numpy (float64), unit by unit: per-unit targets (per-patch normalized), the
+    weight `exp(s * (1 - lin_n))` of linear power min-max normalized per image (and per band, or of the band-averaged
+    power), the mean of `w * error**2` over the valid values. Returns the loss and the weights `(B, C, H, W)`."""
     x = pixels.double().numpy()
     pred = logits.detach().double().numpy()
     batch, channels, height, width = x.shape
     p = config.encoder_stride
     valid = np.ones((batch, height, width), bool) if pixel_mask is None else pixel_mask.numpy().astype(bool)
     db = x if config.backscatter_power_source == "pixel_values" else backscatter_db.double().numpy()
-    power = (10.0 ** (db / 10.0)).mean(axis=1)  # (B, H, W) linear power, mean over bands
-    weights = np.zeros_like(power)
+    power = 10.0 ** (db / 10.0)  # (B, C, H, W) linear power
+    if config.backscatter_channel_mode == "shared_avg":
+        power = power.mean(axis=1, keepdims=True)
+    weights = np.zeros((batch, channels, height, width))
     for b in range(batch):
-        if config.loss_weighting == "none":
-            weights[b] = 1.0
-        else:
-            lo, hi = power[b][valid[b]].min(), power[b][valid[b]].max()
-            weights[b] = np.exp(-((power[b] - lo) / (hi - lo)) / config.backscatter_tau)
-    weights = weights * valid
-    numerator = denominator = 0.0
+        for band in range(power.shape[1]):
+            if config.loss_weighting == "none":
+                w = np.ones((height, width))
+            else:
+                lin = power[b, band]
+                lo, hi = lin[valid[b]].min(), lin[valid[b]].max()
+                w = np.exp(config.backscatter_weight_scale * (1.0 - (lin - lo) / (hi - lo + 1e-6)))
+            targets = range(channels) if power.shape[1] == 1 else [band]
+            for c in targets:
+                weights[b, c] = np.where(valid[b], w, 0.0)
+    total, count = 0.0, 0
     for b in range(batch):
         for r in range(height // p):
             for c in range(width // p):
-                patch = x[b, :, r * p : (r + 1) * p, c * p : (c + 1) * p].transpose(1, 2, 0).reshape(-1)
+                window = (slice(r * p, (r + 1) * p), slice(c * p, (c + 1) * p))
+                patch = x[b][(slice(None), *window)].transpose(1, 2, 0).reshape(-1)  # pixel-major, then band
                 if config.norm_pix_loss:
                     patch = (patch - patch.mean()) / np.sqrt(patch.var(ddof=1) + 1e-6)
-                w = np.repeat(weights[b, r * p : (r + 1) * p, c * p : (c + 1) * p].reshape(-1), channels)
+                w = weights[b][(slice(None), *window)].transpose(1, 2, 0).reshape(-1)
                 error = (pred[b, r * (width // p) + c] - patch) ** 2
-                numerator += (w * error).sum()
-                denominator += w.sum() if config.loss_reduction == "weighted_mean" else (w > 0).sum()
-    return numerator / denominator, weights
+                total += (w * error).sum()
+                count += channels * valid[b][window].sum()
+    return total / count, weights
 
 
 @pytest.mark.parametrize(
-    ("weighting", "source"), [("backscatter", "backscatter_db"), ("backscatter", "pixel_values"), ("none", None)]
+    ("weighting", "source", "mode", "channels"),
+    [
+        ("backscatter", "backscatter_db", "per_channel", 1),
+        ("backscatter", "pixel_values", "per_channel", 1),
+        ("backscatter", "backscatter_db", "per_channel", 2),
+        ("backscatter", "backscatter_db", "shared_avg", 2),
+        ("backscatter", "pixel_values", "shared_avg", 2),
+        ("none", None, "per_channel", 2),
+    ],
 )
 @pytest.mark.parametrize("with_nodata", [False, True])
-def test_loss_equals_an_independent_computation(weighting, source, with_nodata):
+def test_loss_equals_an_independent_computation(weighting, source, mode, channels, with_nodata):
     torch.manual_seed(1)
     config = small_config(
-        loss_weighting=weighting, backscatter_tau=0.7, backscatter_power_source=source or "backscatter_db"
+        num_channels=channels,
+        loss_weighting=weighting,
+        backscatter_weight_scale=0.7,
+        backscatter_channel_mode=mode,
+        backscatter_power_source=source or "backscatter_db",
     )
     model = SarMixMAEForPreTraining(config).eval()
-    pixels = torch.randn(3, 1, 128, 128)
+    pixels = torch.randn(3, channels, 128, 128)
     backscatter_db = as_db(pixels)
     pixel_mask = None
     if with_nodata:
         pixel_mask = torch.ones(3, 128, 128, dtype=torch.bool)
         pixel_mask[:, :20, :] = False
+        pixel_mask[2] = False  # an image without a single valid pixel weighs nothing, and makes no NaN
         pixels = pixels.masked_fill(~pixel_mask[:, None], 0.0)
         backscatter_db = backscatter_db.masked_fill(~pixel_mask[:, None], 0.0)
     # backscatter_db is only needed (and only given) when the weight reads it
     extra = {"backscatter_db": backscatter_db} if source == "backscatter_db" else {}
     out = model(pixels, pixel_mask=pixel_mask, mixing_mask=fixed_mask(), **extra)
-    expected, weights = reference_loss(pixels, out.logits, config, pixel_mask, backscatter_db)
-    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
-    assert np.allclose(out.loss_weights[:, 0].numpy(), weights, atol=1e-6)
+    if with_nodata:  # the reference normalizes over valid pixels only: leave the empty image out of it
+        expected, weights = reference_loss(pixels[:2], out.logits[:2], config, pixel_mask[:2], backscatter_db[:2])
+        assert (out.loss_weights[2] == 0).all()
+        # the empty image adds no values to the mean either
+        assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+        assert np.allclose(out.loss_weights[:2].numpy(), weights, atol=1e-5)
+    else:
+        expected, weights = reference_loss(pixels, out.logits, config, pixel_mask, backscatter_db)
+        assert out.loss.item() == pytest.approx(expected, rel=1e-5)
+        assert np.allclose(out.loss_weights.numpy(), weights, atol=1e-5)
+    assert out.loss_weights.shape == (3, channels, 128, 128)
+
+
+def authors_weights(sar_db: torch.Tensor, mode: str, exp_scale: float) -> torch.Tensor:
+    """The SAR-W-MixMAE authors' weight as their paper and code state it, written out here: `lin = 10^(x/10)`,
+    min-max per image over H x W with `+1e-6`, `exp(exp_scale * (1 - lin_n))`; per channel, or once for the
+    channel-averaged power and broadcast to every channel."""
+    lin = torch.pow(10.0, sar_db / 10.0)
+    if mode == "shared_avg":
+        lin = lin.mean(dim=1, keepdim=True)
+    low = lin.flatten(2).min(dim=2).values[..., None, None]
+    high = lin.flatten(2).max(dim=2).values[..., None, None]
+    return torch.exp(exp_scale * (1.0 - (lin - low) / (high - low + 1e-6))).expand_as(sar_db)
+
+
+def authors_loss(x: torch.Tensor, reconstruction: torch.Tensor, weights: torch.Tensor, p: int) -> torch.Tensor:
+    """Their `forward_loss` after unmixing: targets `nchpwq -> nhwpqc` patches of the model input, per-patch
+    normalized with the unbiased variance, loss the plain mean of `weights * (reconstruction - target)**2`."""
+    batch, channels, height, width = x.shape
+
+    def patchify(images):
+        patches = images.reshape(batch, channels, height // p, p, width // p, p)
+        return torch.einsum("nchpwq->nhwpqc", patches).reshape(batch, -1, p * p * channels)
+
+    target = patchify(x)
+    target = (target - target.mean(dim=-1, keepdim=True)) / (target.var(dim=-1, keepdim=True) + 1.0e-6) ** 0.5
+    return (patchify(weights) * (reconstruction - target) ** 2).mean()
+
+
+@pytest.mark.parametrize("mode", ["per_channel", "shared_avg"])
+def test_authors_reference_settings_reproduce_their_formula(mode):
+    from sarlulc.models.configuration_sar_mixmae import AUTHORS_REFERENCE_SETTINGS
+
+    torch.manual_seed(5)
+    settings = {**AUTHORS_REFERENCE_SETTINGS, "backscatter_channel_mode": mode}
+    model = SarMixMAEForPreTraining(small_config(num_channels=2, **settings)).eval()
+    # their input: dB standardized with the dataset statistics (VH, VV), no invalid pixels, no backscatter_db
+    db = torch.stack([torch.empty(4, 128, 128).uniform_(-30, -5), torch.empty(4, 128, 128).uniform_(-22, 2)], 1)
+    mean, std = torch.tensor([-19.1966, -12.5144]).view(1, 2, 1, 1), torch.tensor([5.4501, 5.0019]).view(1, 2, 1, 1)
+    x = (db - mean) / std
+    with torch.no_grad():
+        out = model(x, mixing_mask=fixed_mask())
+    weights = authors_weights(x, mode, exp_scale=1.0)
+    torch.testing.assert_close(out.loss_weights, weights, rtol=1e-6, atol=1e-6)
+    expected = authors_loss(x, out.logits, weights, model.config.encoder_stride)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-6, atol=0)
+    # negative controls: our documented default (physical dB) and the other channel mode compute something else
+    with torch.no_grad():
+        physical = SarMixMAEForPreTraining(small_config(num_channels=2, backscatter_channel_mode=mode))
+        physical.load_state_dict(model.state_dict())
+        other = physical.eval()(x, backscatter_db=db, mixing_mask=fixed_mask())
+    assert not torch.allclose(other.loss_weights, weights, atol=1e-2)
+    other_mode = "shared_avg" if mode == "per_channel" else "per_channel"
+    assert not torch.allclose(authors_weights(x, other_mode, 1.0), weights, atol=1e-2)
+
+
+def test_a_float64_model_computes_the_weight_and_the_loss_in_float64():
+    # Half precision would flatten 10 ** (dB / 10), so the weight is computed in at least float32; a float64 model
+    # (used to compare with reference code to the last digits) keeps float64 rather than being rounded to float32.
+    from sarlulc.models.configuration_sar_mixmae import AUTHORS_REFERENCE_SETTINGS
+
+    torch.manual_seed(7)
+    model = SarMixMAEForPreTraining(small_config(num_channels=2, **AUTHORS_REFERENCE_SETTINGS)).double().eval()
+    x = torch.randn(2, 2, 128, 128, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x, mixing_mask=fixed_mask())
+    expected = authors_weights(x, "per_channel", exp_scale=1.0)
+    assert out.loss_weights.dtype == torch.float64 and out.loss.dtype == torch.float64
+    torch.testing.assert_close(out.loss_weights, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.loss, authors_loss(x, out.logits, expected, 32), rtol=1e-12, atol=0)
+    # negative control: the same weight computed in float32 is off by far more than that bound
+    rounded = authors_weights(x.float(), "per_channel", exp_scale=1.0).double()
+    assert (rounded - expected).abs().max() > 1e-9
 
 
 def test_the_weight_follows_backscatter_db_not_the_normalization():
@@ -409,28 +623,37 @@ def test_processor_outputs_feed_the_pretraining_model():
         inputs["pixel_values"], out.logits, model.config, inputs["pixel_mask"].bool(), inputs["backscatter_db"]
     )
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
-    assert np.allclose(out.loss_weights[:, 0].numpy(), weights, atol=1e-6)
+    assert np.allclose(out.loss_weights.numpy(), weights, atol=1e-5)
     assert (out.loss_weights[0, 0, :5, :7] == 0).all()
 
 
-def test_plain_mean_reduction_matches_reference():
-    config = small_config(loss_reduction="mean")
-    model = SarMixMAEForPreTraining(config).eval()
-    pixels = torch.randn(2, 1, 128, 128)
-    out = model(pixels, backscatter_db=as_db(pixels), mixing_mask=fixed_mask())
-    expected, _ = reference_loss(pixels, out.logits, config, backscatter_db=as_db(pixels))
-    assert out.loss.item() == pytest.approx(expected, rel=1e-5)
-
-
-def test_backscatter_weights_are_largest_where_backscatter_is_lowest():
-    model = SarMixMAEForPreTraining(small_config(backscatter_tau=1.0)).eval()
+@pytest.mark.parametrize("scale", [1.0, 2.5])
+def test_backscatter_weights_are_largest_where_backscatter_is_lowest(scale):
+    model = SarMixMAEForPreTraining(small_config(backscatter_weight_scale=scale)).eval()
     pixels = torch.randn(2, 1, 128, 128)
     weights = model(pixels, backscatter_db=as_db(pixels), mixing_mask=fixed_mask()).loss_weights[:, 0]
     for b in range(2):
         order = pixels[b, 0].flatten().argsort()
         w_sorted = weights[b].flatten()[order]
-        assert torch.all(w_sorted[1:] <= w_sorted[:-1] + 1e-7)  # non-increasing in backscatter
-        assert w_sorted[0] == pytest.approx(1.0) and w_sorted[-1] == pytest.approx(np.exp(-1.0), rel=1e-5)
+        assert torch.all(w_sorted[1:] <= w_sorted[:-1] * (1 + 1e-6))  # non-increasing in backscatter
+        # the darkest pixel weighs e^s, the brightest 1 (up to the 1e-6 of the normalization)
+        assert w_sorted[0] == pytest.approx(np.exp(scale), rel=1e-5) and w_sorted[-1] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_shared_avg_weighs_every_band_with_the_map_of_the_mean_power():
+    torch.manual_seed(6)
+    pixels = torch.randn(2, 2, 128, 128)
+    db = as_db(pixels)
+    shared = SarMixMAEForPreTraining(small_config(num_channels=2, backscatter_channel_mode="shared_avg")).eval()
+    weights = shared(pixels, backscatter_db=db, mixing_mask=fixed_mask()).loss_weights
+    assert torch.equal(weights[:, 0], weights[:, 1])
+    mean_db = 10 * torch.log10(torch.pow(10.0, db / 10).mean(1, keepdim=True))
+    single = SarMixMAEForPreTraining(small_config(num_channels=1)).eval()
+    expected = single(pixels[:, :1], backscatter_db=mean_db, mixing_mask=fixed_mask()).loss_weights
+    torch.testing.assert_close(weights[:, :1], expected, rtol=1e-5, atol=1e-5)
+    per_channel = SarMixMAEForPreTraining(small_config(num_channels=2)).eval()
+    separate = per_channel(pixels, backscatter_db=db, mixing_mask=fixed_mask()).loss_weights
+    assert not torch.allclose(separate[:, 0], separate[:, 1])  # negative control: each band its own map
 
 
 def test_predictions_come_from_the_branch_where_each_unit_was_hidden():

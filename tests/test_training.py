@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import datasets
@@ -20,7 +19,6 @@ from sarlulc.metrics import confusion_matrix, metrics_from_confusion
 from sarlulc.models.image_processing_sar import SarImageProcessor
 from sarlulc.models.modeling_sar_mixmae import SarMixMAEForPreTraining
 from sarlulc.training import (
-    AblationArguments,
     AugmentArguments,
     EvaluationArguments,
     FinetuningArguments,
@@ -31,7 +29,6 @@ from sarlulc.training import (
     SpatialSplitArguments,
     TileArguments,
 )
-from sarlulc.training.ablation import RUNGS, run_ablation
 from sarlulc.training.augment import AugmentConfig, augment_batch
 from sarlulc.training.batches import TileNormalization
 from sarlulc.training.configs import build_config, parse_overrides
@@ -454,59 +451,6 @@ def test_scoring_a_map_checks_the_grid_and_each_changed_pixel_moves_one_count(tm
         out.write(prediction, 1)
     with pytest.raises(SarLulcDataError, match="not aligned"):
         score_map(tmp_path / "shifted.tif", tmp_path / "labels.tif", LULC_9)
-
-
-def test_ablation_ladder_reports_what_its_saved_models_score(tmp_path: Path, tiles: Path):
-    """The table's numbers are recomputed here from each rung's saved best model on the saved test tiles (plain
-    numpy confusion counts); the JSON and markdown agree; each rung's model has the switches of its rung."""
-    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
-
-    rows = run_ablation(
-        AblationArguments(
-            output_dir=str(tmp_path),
-            scene=str(shared_scene()),
-            tile_size=64,
-            pretrain_steps=2,
-            finetune_steps=2,
-            eval_steps=2,
-            batch_size=4,
-            rungs=[1, 2],
-            disable_tqdm=True,
-        ),
-        echo=lambda line: None,
-    )
-    assert [row["rung"] for row in rows] == [1, 2]
-    saved = json.loads((tmp_path / "ablation.json").read_text())
-    assert saved["rows"] == json.loads(json.dumps(rows))  # NaN -> null, as written
-    assert saved["arguments"]["split_fractions"] == [0.6, 0.2, 0.2] and saved["arguments"]["rungs"] == [1, 2]
-    table = (tmp_path / "ablation.md").read_text().splitlines()
-    assert len(table) == 2 + len(rows)
-    for line, row in zip(table[2:], rows):
-        assert line.startswith(f"| {row['rung']} | {row['setting']} | {100 * row['mean_iou']:.2f} |")
-    test = datasets.load_from_disk(str(tmp_path / "tiles"))["test"].with_format("numpy")
-    assert len(test) > 0
-    for row, rung in zip(rows, [r for r in RUNGS if r.number in (1, 2)]):
-        model_dir = Path(row["model_dir"])
-        model = AutoModelForSemanticSegmentation.from_pretrained(model_dir).eval()
-        config = model.config
-        assert (config.use_highres_injection, config.use_refine_up_head) == (
-            rung.highres_injection,
-            rung.refine_up_head,
-        )
-        assert config.class_weight_alpha == (0.5 if rung.reweighting else 0.0)
-        pretrained = json.loads((model_dir.parent / "training_args.json").read_text())["pretrained"]
-        assert (pretrained is not None) == rung.pretrained
-        processor = AutoImageProcessor.from_pretrained(model_dir)
-        batch = processor.preprocess(
-            list(test["image"]), valid_masks=list(test["valid_mask"]), input_kind="db", return_tensors="pt"
-        )
-        with torch.no_grad():
-            prediction = model(pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"]).logits.argmax(1)
-        iou = _iou(_confusion(prediction.numpy(), np.asarray(test["label"]), LULC_9.num_classes))
-        assert row["mean_iou"] == pytest.approx(np.nanmean(iou), abs=1e-9)
-        assert row["iou_water"] == pytest.approx(iou[LULC_9.water_id], abs=1e-9, nan_ok=True)
-        assert not math.isnan(row["boundary_f1_thin"])
-    assert (tmp_path / "pretrain" / "model.safetensors").is_file()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -67,8 +67,9 @@ def _conv(batch: int, height: int, width: int, c_in: int, c_out: int, kernel: in
 def encoder_flops(config, batch: int, height: int, width: int) -> ModelFlops:
     """The SAR-W-MixMAE encoder (`SarMixMAEModel`) on a `(batch, C, height, width)` input.
 
-    Windows larger than a stage's grid shrink to it; grids that are not a multiple of the window are padded, and the
-    padded tokens are computed too (as the model does).
+    Each stage's window is `config.stage_window_size(stage)` (shrunk to the grid at `config.image_size`), and shrinks
+    further to a smaller grid; grids that are not a multiple of the window are padded, and the padded tokens are
+    computed too (as the model does).
     """
     flops = ModelFlops()
     p = config.patch_size
@@ -76,8 +77,8 @@ def encoder_flops(config, batch: int, height: int, width: int) -> ModelFlops:
     flops.add("patch_embed", _linear(batch * grid_h * grid_w, config.num_channels * p * p, config.embed_dim), False)
     for stage in range(config.num_layers):
         dim = config.embed_dim * 2**stage
-        window_h = min(config.window_size[stage], grid_h)
-        window_w = min(config.window_size[stage], grid_w)
+        window_h = min(config.stage_window_size(stage), grid_h)
+        window_w = min(config.stage_window_size(stage), grid_w)
         padded = batch * math.ceil(grid_h / window_h) * window_h * math.ceil(grid_w / window_w) * window_w
         area = window_h * window_w
         hidden = int(dim * config.mlp_ratio)

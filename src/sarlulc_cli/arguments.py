@@ -382,7 +382,13 @@ class PredictionArguments:
             "help": "Folder of a segmentation checkpoint (save_pretrained), or a Hub model id.",
         }
     )
-    scene: str = field(metadata={"positional": True, "help": "ALOS-2 scene GeoTIFF (band 1 HH, optional band 2 HV)."})
+    scene: str = field(
+        metadata={
+            "positional": True,
+            "help": "ALOS-2 scene: a GeoTIFF (band 1 HH, optional band 2 HV) or a JAXA product (25 m mosaic tile, "
+            "its folder or .tar.gz archive; L1.5/L2.1 product folder, summary.txt or .zip; CEOS delivery).",
+        }
+    )
     out: str = field(
         metadata={"positional": True, "help": "Class map GeoTIFF to write (uint8 class ids, 255 = no data)."}
     )
@@ -396,6 +402,31 @@ class PredictionArguments:
     water: bool = field(default=False, metadata={"help": "Also write OUT_water.tif (1 water, 0 other, 255 no data)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace existing outputs."})
     progress: bool = field(default=True, metadata={"help": "Show the progress bar (--no_progress hides it)."})
+    bands: list[int] | None = field(
+        default=None,
+        metadata={"help": "1-based scene bands to read, in the model's channel order (e.g. --bands 1 for HH only)."},
+    )
+    polarizations: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Polarizations to read, in the model's channel order (e.g. --polarizations HH); an "
+            "alternative to --bands."
+        },
+    )
+    strict: bool = field(
+        default=False,
+        metadata={
+            "help": "Refuse a scene whose backscatter convention (sigma0/gamma0) or polarizations differ from the "
+            "model's training data (default: warn and predict)."
+        },
+    )
+    output_grid: Literal["scene", "model"] = field(
+        default="scene",
+        metadata={
+            "help": "For a scene at another GSD than the model's (resampled to it): write the maps on the scene's "
+            "grid (its CRS, transform and shape) or on the model's grid."
+        },
+    )
 
 
 @dataclass
@@ -456,13 +487,25 @@ class AblationArguments:
 
     group_title: ClassVar[str] = "ablation"
 
-    output_dir: str = field(metadata={"help": "Folder for the scene, tiles, every run and the table."})
+    output_dir: str = field(metadata={"help": "Folder for the scene, tiles, every run and the report."})
     scene: str | None = field(
         default=None,
         metadata={"help": "Folder with scene.tif + labels.tif (or NAME.tif + NAME_labels.tif); default: synthesize."},
     )
-    synthetic_size: int = field(default=1024, metadata={"help": "Side in pixels of the synthetic scene."})
-    seed: int = field(default=0, metadata={"help": "Seed of the synthetic scene and of every training run."})
+    synthetic_size: int = field(default=1536, metadata={"help": "Side in pixels of the synthetic scene."})
+    scene_seed: int = field(default=0, metadata={"help": "Seed of the synthetic scene (fixed for every run)."})
+    rare_abundance: float = field(
+        default=2.0,
+        metadata={
+            "help": "Solar farms and bare patches of the synthetic scene, as a multiple of the default landscape's "
+            "(2: each class about 1 percent of the pixels, still rare, but in enough training and test tiles to measure)."
+        },
+    )
+    seeds: int = field(
+        default=3,
+        metadata={"help": "Runs per rung; run i fine-tunes (and pretrains, for rungs 2-6) with seed + i."},
+    )
+    seed: int = field(default=0, metadata={"help": "Training seed of the first run of every rung."})
     tile_size: int = field(default=64, metadata={"help": "Tile side in pixels (a multiple of 32)."})
     encoder_overrides: list[str] = field(
         default_factory=lambda: [
@@ -475,22 +518,39 @@ class AblationArguments:
             "decoder_depth=1",
             "decoder_num_heads=2",
         ],
-        metadata={"help": "sar_mixmae config fields (KEY=VALUE) of the encoder, for pretraining and rung 1."},
+        metadata={
+            "help": "sar_mixmae config fields (KEY=VALUE) of the encoder, for pretraining and rung 1 (each "
+            "pretraining variant then sets its own loss weighting)."
+        },
     )
     decoder_overrides: list[str] = field(
         default_factory=lambda: ["decoder_hidden_size=32"],
         metadata={"help": "sar_lulc config fields (KEY=VALUE) of the segmentation model."},
     )
-    pretrain_steps: int = field(default=300, metadata={"help": "Optimizer steps of the shared pretraining run."})
-    finetune_steps: int = field(default=300, metadata={"help": "Optimizer steps of every rung."})
+    pretrain_steps: int = field(default=300, metadata={"help": "Optimizer steps of every pretraining run."})
+    finetune_steps: int = field(
+        default=700,
+        metadata={
+            "help": "Optimizer steps of every fine-tuning run (at alpha 0.5 the rare classes are first predicted after "
+            "300-400 steps: shorter runs cannot show what alpha does)."
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "Tiles per batch."})
     pretrain_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of pretraining."})
     finetune_learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate of fine-tuning."})
-    alpha: float = field(default=0.5, metadata={"help": "class_weight_alpha of rung 5 (rungs 1-4 use 0)."})
+    alpha: float = field(default=0.5, metadata={"help": "class_weight_alpha of rung 6 (rungs 1-5 use 0)."})
     eval_steps: int = field(default=100, metadata={"help": "Validation (model selection) every N steps."})
-    rungs: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={"help": "Rungs to run."})
+    rungs: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6], metadata={"help": "Rungs to run."})
     reuse_pretraining: bool = field(
-        default=True, metadata={"help": "Reuse OUTPUT/pretrain when it already holds a model (--no_reuse_pretraining)."}
+        default=True,
+        metadata={"help": "Reuse a pretraining run that OUTPUT/pretrain already holds (--no_reuse_pretraining)."},
+    )
+    num_threads: int = field(
+        default=1,
+        metadata={
+            "help": "torch threads per run (0: torch's default). The tiny models gain little from more, and on a busy "
+            "machine several threads per process make every step many times slower."
+        },
     )
     disable_tqdm: bool = field(default=False, metadata={"help": "Hide progress bars."})
 

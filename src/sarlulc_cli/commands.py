@@ -226,23 +226,28 @@ _FINETUNE = Command(
 
 _ABLATION = Command(
     name="ablation",
-    summary="train the paper's ablation ladder on one scene and tabulate it",
-    description="Train the paper's ablation ladder on one scene, split and seed, and print the table. Rungs: (1) no "
-    "pretraining, (2) + SAR-W-MixMAE pretraining, (3) + high-resolution injection, (4) + refine-up head, (5) + alpha "
-    "re-weighting. One pretraining run is shared by rungs 2-5; every rung is fine-tuned with the same steps and seed, "
-    "and its best validation checkpoint is evaluated on the test split: mIoU, rare-class IoU (classes under 2 % of the "
-    "training pixels), boundary F1 on thin structures (roads, rivers, canals) and IoU_water. OUTPUT_DIR gets the scene "
-    "(if synthesized), the saved tiles, pretrain/, rung1..rung5/, ablation.md and ablation.json.",
+    summary="train the paper's ablation ladder with several seeds and tell what each refinement changes",
+    description="Train the paper's ablation ladder on one scene and split, with --seeds runs per rung, and report "
+    "mean +- std per rung and the paired difference of each refinement to the rung below with a 95% t-interval. "
+    "Rungs: (1) no pretraining, (2) + MixMAE pretraining, (3) + backscatter weighting (SAR-W-MixMAE), (4) + "
+    "high-resolution injection, (5) + refine-up head, (6) + alpha re-weighting. Run i of every rung fine-tunes (and "
+    "pretrains) with seed + i; each run's best validation checkpoint is scored on the test split: mIoU, IoU_water, "
+    "rare-class IoU and recall (classes under 2% of the training pixels), boundary F1 on thin structures. OUTPUT_DIR "
+    "gets the scene (if synthesized), the saved tiles, pretrain/, rungN/seedS/, ablation.md, ablation.json and "
+    "ablation.png.",
     records=(AblationArguments, AblationSplitArguments),
     target="sarlulc.training.ablation:run_ablation",
     epilog="""Examples:
 
-  # CPU-sized defaults: a synthetic 1024 px scene, 64 px tiles, a tiny encoder (a few minutes)
+  # CPU-sized defaults: a synthetic 1536 px scene, 64 px tiles, a tiny encoder, 3 seeds (about 13 CPU minutes)
   {prog} --output_dir runs/ablation
 
-  # your own scene folder (scene.tif + labels.tif), longer runs, only rungs 1 and 5
+  # a longer experiment: 5 seeds, 3x the pretraining and 1.7x the fine-tuning steps (about 40 CPU minutes)
+  {prog} --output_dir runs/ablation-long --seeds 5 --pretrain_steps 900 --finetune_steps 1200
+
+  # your own scene folder (scene.tif + labels.tif), larger tiles, only rungs 5 and 6 (is alpha worth it?)
   {prog} --output_dir runs/ablation-real --scene data/tile_0042 --tile_size 256 \\
-      --pretrain_steps 5000 --finetune_steps 2000 --rungs 1 5
+      --pretrain_steps 5000 --finetune_steps 2000 --rungs 5 6
 """,
 )
 

@@ -77,21 +77,29 @@ def demo(args: DemoArguments) -> None:
 def predict(args: PredictionArguments, inference: InferenceArguments) -> None:
     """``sarlulc predict``: :func:`sarlulc.inference.predict_scene`, then what it wrote (main process only)."""
     from sarlulc.inference import predict_scene
+    from sarlulc.inference.compatibility import SceneBandsError
 
-    report = predict_scene(
-        args.checkpoint,
-        args.scene,
-        args.out,
-        tile=inference.tile,
-        overlap=inference.overlap,
-        batch_size=inference.batch_size,
-        probabilities=args.probabilities,
-        water=args.water,
-        device=inference.device,
-        progress=args.progress,
-        overwrite=args.overwrite,
-        num_workers=inference.num_workers,
-    )
+    try:
+        report = predict_scene(
+            args.checkpoint,
+            args.scene,
+            args.out,
+            tile=inference.tile,
+            overlap=inference.overlap,
+            batch_size=inference.batch_size,
+            probabilities=args.probabilities,
+            water=args.water,
+            device=inference.device,
+            progress=args.progress,
+            overwrite=args.overwrite,
+            num_workers=inference.num_workers,
+            bands=args.bands,
+            polarizations=args.polarizations,
+            strict=args.strict,
+            output_grid=args.output_grid,
+        )
+    except SceneBandsError as err:  # the library names its own arguments; this command's are --bands/--polarizations
+        raise err.for_command_line() from err
     if report.process_index != 0:
         return
     height, width = report.shape

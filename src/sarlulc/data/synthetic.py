@@ -59,6 +59,7 @@ __all__ = [
     "CLASS_SIGMA0_DB",
     "LABELS_FILENAME",
     "MATERIALS",
+    "MAX_RARE_ABUNDANCE",
     "SCENE_FILENAME",
     "Material",
     "SyntheticBlock",
@@ -183,6 +184,8 @@ _AVENUE_EVERY, _AVENUE_WIDTH = 5, 3.5
 _CANAL_PROBABILITY = 0.2  # share of paddy parcel boundaries that are canals
 _SOLAR_CELL, _SOLAR_PROBABILITY = 96, 0.12
 _BARE_CELL, _BARE_PROBABILITY = 128, 0.12
+MAX_RARE_ABUNDANCE = 1.0 / max(_SOLAR_PROBABILITY, _BARE_PROBABILITY)
+"""The largest ``rare_abundance`` of :class:`SyntheticSceneConfig`: a solar farm or bare patch in every grid cell."""
 _GREENHOUSE_PARCELS = 0.07  # share of cropland parcels under greenhouses
 _DOUBLE_BOUNCE_PROBABILITY = 0.05
 _WETLAND_BAND = 0.02  # of the scene size, landward of the shoreline
@@ -323,6 +326,11 @@ class SyntheticSceneConfig:
         texture: add low-frequency texture and terrain modulation to the region means.
         speckle: multiply intensity by Gamma speckle; without it the DNs encode the noise-free sigma0.
         nodata_edge: cut a slanted nodata wedge (DN 0) as at the edge of a real scene footprint.
+        rare_abundance: multiplies the probability that a grid cell holds a solar farm or a bare patch (1 = the
+            default landscape, where each covers about 0.2-0.3 % of the pixels). Cells are drawn by thresholding one
+            hash per cell, so a larger value keeps every farm and patch of the default scene and adds more; the
+            ablation uses 2 so that these classes stay rare (about 1 % each) yet appear in enough training and test
+            tiles to be measured. At most :data:`MAX_RARE_ABUNDANCE` (every cell occupied).
     """
 
     height: int = 2048
@@ -335,6 +343,7 @@ class SyntheticSceneConfig:
     texture: bool = True
     speckle: bool = True
     nodata_edge: bool = True
+    rare_abundance: float = 1.0
 
     def __post_init__(self) -> None:
         if self.height < 64 or self.width < 64:
@@ -343,6 +352,8 @@ class SyntheticSceneConfig:
             raise ValueError("synthetic scenes must be smaller than 2**31 pixels a side")
         if not self.looks > 0:
             raise ValueError(f"looks must be positive, got {self.looks}")
+        if not 0.0 < self.rare_abundance <= MAX_RARE_ABUNDANCE:
+            raise ValueError(f"rare_abundance must be in (0, {MAX_RARE_ABUNDANCE:g}], got {self.rare_abundance}")
         if self.block_size < 16 or self.block_size % 16:
             raise ValueError(f"block_size must be a positive multiple of 16 (GeoTIFF tiles), got {self.block_size}")
 
@@ -684,7 +695,7 @@ class SyntheticLandscape:
     def _paint_solar(self, window: Window, material: np.ndarray, region: np.ndarray, land: np.ndarray) -> None:
         """Rectangular solar farms, at most one per grid cell: dark panel rows, bright frame, ground between rows."""
         ids, origin_r, origin_c = self._cells(window, _SOLAR_CELL, self._solar_offset)
-        present = _uniform(self._key("solar/present"), ids) < _SOLAR_PROBABILITY
+        present = _uniform(self._key("solar/present"), ids) < _SOLAR_PROBABILITY * self.config.rare_abundance
         if not present.any():
             return
         ids, origin_r, origin_c = ids[present], origin_r[present], origin_c[present]
@@ -714,7 +725,8 @@ class SyntheticLandscape:
         radius = 7 + 12 * _uniform(self._key("bare/radius"), ids)
         center_r = origin_r + margin + (_BARE_CELL - 2 * margin) * _uniform(self._key("bare/row"), ids)
         center_c = origin_c + margin + (_BARE_CELL - 2 * margin) * _uniform(self._key("bare/col"), ids)
-        for i in np.flatnonzero(_uniform(self._key("bare/present"), ids) < _BARE_PROBABILITY):
+        probability = _BARE_PROBABILITY * self.config.rare_abundance
+        for i in np.flatnonzero(_uniform(self._key("bare/present"), ids) < probability):
             reach = math.ceil(1.4 * radius[i])  # the ragged edge reaches at most 1.35 radii
             top, left = int(center_r[i]) - reach, int(center_c[i]) - reach
             box = self._local(window, top, left, top + 2 * reach + 1, left + 2 * reach + 1)
@@ -872,6 +884,7 @@ def _scene_tags(config: SyntheticSceneConfig) -> dict[str, str]:
         "SARLULC_SYNTHETIC": "1",
         "SARLULC_SYNTHETIC_SEED": str(config.seed),
         "SARLULC_SYNTHETIC_LOOKS": repr(float(config.looks)),
+        "SARLULC_SYNTHETIC_RARE_ABUNDANCE": repr(float(config.rare_abundance)),
         "SENSOR": "ALOS-2 PALSAR-2 (synthetic)",
     }
 
@@ -923,6 +936,7 @@ def generate_scene(
     texture: bool = True,
     speckle: bool = True,
     nodata_edge: bool = True,
+    rare_abundance: float = 1.0,
     workers: int | None = None,
     progress: bool = True,
 ) -> SyntheticScene:
@@ -937,6 +951,7 @@ def generate_scene(
         calibration_factor: CF in dB for the DN encoding (tagged in the scene).
         block_size: GeoTIFF tile size and generation window; memory use is proportional to its square.
         texture, speckle, nodata_edge: switch parts of the model off (see :class:`SyntheticSceneConfig`).
+        rare_abundance: more (or fewer) solar farms and bare patches (see :class:`SyntheticSceneConfig`).
         workers: threads rendering blocks (default: up to 4, bounded by the CPU count); the output does not depend
             on it.
         progress: show a progress bar over the blocks.
@@ -957,6 +972,7 @@ def generate_scene(
         texture=texture,
         speckle=speckle,
         nodata_edge=nodata_edge,
+        rare_abundance=rare_abundance,
     )
     landscape = SyntheticLandscape(config)
     out_dir = Path(out_dir)

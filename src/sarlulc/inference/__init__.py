@@ -20,6 +20,8 @@ The package, one module per responsibility (each module's docstring states its c
 - :mod:`~sarlulc.inference.pipeline`: the reader / model / writer threads;
 - :mod:`~sarlulc.inference.distributed`: tile rows split between processes, part files and their merge;
 - :mod:`~sarlulc.inference.records`: the typed records they hand each other, and :class:`PredictionReport`;
+- :mod:`~sarlulc.inference.compatibility`: the scene against what the model was trained on (convention, bands);
+- :mod:`~sarlulc.inference.resampling`: a scene at another GSD seen on the model's grid, maps put back on the scene's;
 - :mod:`~sarlulc.inference.scene`: :func:`predict_scene`. The model loader is :mod:`sarlulc.checkpoints`.
 
 How a scene is cut into tiles
@@ -39,6 +41,16 @@ How overlapping tiles are blended
     divided by the summed weights; the class map is their argmax. With ``overlap=0`` the window is all ones and the
     map is exactly each tile's own argmax.
 
+Products, conventions and GSD
+    The scene is anything :func:`sarlulc.data.open_scene` opens (a GeoTIFF, a 25 m mosaic tile or its archive, an
+    L1.5/L2.1 product, a CEOS delivery); ``bands=`` or ``polarizations=`` choose its bands. A checkpoint's image
+    processor records what the model was trained on (``backscatter``, ``polarizations``, ``gsd``): a scene with
+    another convention (gamma0 on a sigma0 model) or other polarizations is predicted with a one-line warning, or
+    refused with ``strict=True``. A scene whose GSD differs from the model's by more than 5 % is read on the model's
+    grid (coarsening averages linear power, refining interpolates it bilinearly) and its maps are resampled back onto
+    the scene's grid (class ids and water by nearest neighbour, probabilities bilinearly), so the map has the scene's
+    CRS, transform and shape; ``output_grid="model"`` keeps them on the model's grid instead.
+
 Outputs (uint8, tiled 256 x 256, deflate-compressed, the scene's CRS and transform)
     ``OUT``
         class ids ``0..K-1`` with ``nodata=255`` on every pixel whose input is invalid, the class colour table
@@ -52,6 +64,12 @@ Outputs (uint8, tiled 256 x 256, deflate-compressed, the scene's CRS and transfo
     ``<stem>_water.tif`` (``water=True``)
         1 where the predicted class is water (``"water"`` of a water-task model, ``"Water"`` of a LULC model), 0
         elsewhere, 255 = nodata.
+
+    Every file carries provenance tags: ``SARLULC_VERSION``, ``SARLULC_MODEL``, ``SARLULC_SCENE``, the scene's own
+    record (``SARLULC_SOURCE_PRODUCT_ID``, ``_BACKSCATTER``, ``_POLARIZATIONS``, ``_CALIBRATION_FACTOR`` (the CF used),
+    ``_ACQUISITION_DATE``, ...), the model's training data (``SARLULC_MODEL_BACKSCATTER``, ``_POLARIZATIONS``,
+    ``_GSD_M``), the classes, the tiling and the output grid (``SARLULC_OUTPUT_GRID``, ``SARLULC_GSD_M``,
+    ``SARLULC_RESAMPLING``).
 
     Probabilities go into sibling files rather than extra bands because a GeoTIFF colour table only works on a
     single-band file. Their bands use all 256 values, so nodata is marked by an internal mask band (GDAL reads it

@@ -13,6 +13,10 @@ Contract
     exists is complete with its siblings; :meth:`OutputFiles.discard` removes the temporary files after a failure.
     Only complete outputs ever appear.
 
+    :func:`provenance_tags` assembles the dataset tags every output carries: the sarlulc version, the model, the
+    scene and what it says about itself (product id, convention, calibration, date: ``SARLULC_SOURCE_*``), what the
+    model was trained on (``SARLULC_MODEL_*``), the classes, the tiling and the grid the map is on.
+
     Probabilities go into sibling files rather than extra bands because a GeoTIFF colour table only works on a
     single-band file. Their bands use all 256 values, so nodata is marked by an internal mask band (GDAL reads it as
     the dataset mask) instead of a nodata value.
@@ -20,6 +24,7 @@ Contract
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Callable
@@ -30,7 +35,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from .records import NODATA_CLASS, Georeference, OutputSpec
+from .. import __version__
+from ..data.classes import ClassScheme
+from ..data.scene import PROVENANCE_PREFIX
+from .records import NODATA_CLASS, Georeference, OutputSpec, SceneInput
 
 __all__ = [
     "OUTPUT_BLOCK",
@@ -39,6 +47,7 @@ __all__ = [
     "check_destination",
     "geotiff_profile",
     "output_paths",
+    "provenance_tags",
     "refuse_existing",
     "remove_quietly",
     "temporary_path",
@@ -60,6 +69,58 @@ def output_paths(out_path: str | os.PathLike, probabilities: str | None = None, 
     if water:
         paths["water"] = out.with_name(f"{out.stem}_water{suffix}")
     return paths
+
+
+def provenance_tags(
+    *,
+    model_name: str,
+    scene: SceneInput,
+    scheme: ClassScheme,
+    tile: int,
+    overlap: int,
+    processor: Any = None,
+    output_grid: str = "scene",
+    output_gsd: float | None = None,
+    resampling: str | None = None,
+) -> dict[str, str]:
+    """Dataset tags of every output of one prediction: what made it, from which input, with which classes and tiling.
+
+    Args:
+        model_name: the checkpoint folder, Hub id or model class.
+        scene: the probed scene, with its calibration decided (the CF recorded is the one used).
+        scheme: the model's classes.
+        tile, overlap: the tiling.
+        processor: the checkpoint's image processor (its training-data record: convention, polarizations, GSD).
+        output_grid: ``"scene"`` or ``"model"``: the grid the map is on.
+        output_gsd: the map's GSD in metres.
+        resampling: how the scene was resampled to the model's GSD, or ``None`` when it was not.
+    """
+    tags = {
+        "SARLULC_VERSION": __version__,
+        "SARLULC_MODEL": model_name,
+        "SARLULC_SCENE": Path(scene.path).name,
+        "SARLULC_CLASS_SCHEME": scheme.name,
+        "SARLULC_CLASS_NAMES": json.dumps(scheme.names),
+        "SARLULC_TILE": str(tile),
+        "SARLULC_OVERLAP": str(overlap),
+        "SARLULC_INPUT_KIND": scene.input_kind,
+        "SARLULC_OUTPUT_GRID": output_grid,
+    }
+    tags.update(scene.source_tags)
+    if scene.input_kind == "dn":  # the CF actually used: the processor's may have replaced the scene's default
+        tags[f"{PROVENANCE_PREFIX}CALIBRATION_FACTOR"] = repr(float(scene.calibration_factor))
+        tags[f"{PROVENANCE_PREFIX}CALIBRATION_FACTOR_FROM"] = scene.calibration_factor_source
+    if output_gsd is not None:
+        tags["SARLULC_GSD_M"] = f"{output_gsd:.2f}"
+    if resampling is not None:
+        tags["SARLULC_RESAMPLING"] = resampling
+    trained = {
+        "BACKSCATTER": getattr(processor, "backscatter", None),
+        "POLARIZATIONS": ",".join(getattr(processor, "polarizations", None) or ()),
+        "GSD_M": None if getattr(processor, "gsd", None) is None else f"{processor.gsd:.2f}",
+    }
+    tags.update({f"SARLULC_MODEL_{key}": value for key, value in trained.items() if value})
+    return tags
 
 
 def refuse_existing(paths: dict[str, Path]) -> None:

@@ -78,7 +78,13 @@ class SceneInput:
         bands: the 1-based scene bands read, in order.
         calibration_factor: CF in dB used for DN scenes.
         calibration_factor_source: where it came from: ``"argument"``, ``"tag"`` (the scene's metadata),
-            ``"default"`` (the data layer's -83.0 dB) or ``"processor"`` (the checkpoint's image processor).
+            ``"metadata"`` (a product's files), ``"default"`` (the data layer's -83.0 dB) or ``"processor"`` (the
+            checkpoint's image processor).
+        backscatter: ``"sigma0"``, ``"gamma0"`` or ``None`` (unknown) (:attr:`sarlulc.data.SarScene.backscatter`).
+        polarizations: the polarization of every band read, in order.
+        gsd: the ground sampling distance in metres, or ``None`` when the grid has no CRS to measure it in.
+        source_tags: what the scene says about itself for the maps made from it
+            (:meth:`sarlulc.data.SarScene.provenance`: product id, convention, date, ...).
     """
 
     path: str
@@ -88,6 +94,10 @@ class SceneInput:
     bands: tuple[int, ...]
     calibration_factor: float
     calibration_factor_source: str
+    backscatter: str | None = None
+    polarizations: tuple[str, ...] = ()
+    gsd: float | None = None
+    source_tags: dict[str, str] = field(default_factory=dict)
 
     def open(self) -> Alos2Scene:
         """A new handle on the scene with these settings, without the integrity check already done."""
@@ -205,6 +215,8 @@ class PredictionReport:
         pixels_written: pixels of the class map (``height * width``, nodata included).
         device: the device the model ran on.
         process_index, num_processes: this process and how many shared the scene.
+        predicted_shape: ``(height, width)`` of the grid the model ran on: ``shape`` unless the scene was resampled
+            to the model's GSD and its maps put back on the scene's grid.
     """
 
     path: Path
@@ -222,6 +234,7 @@ class PredictionReport:
     device: str
     process_index: int = 0
     num_processes: int = 1
+    predicted_shape: tuple[int, int] | None = None
 
     @property
     def model_pixels_per_second(self) -> float:

@@ -8,33 +8,37 @@ Contract
     (:class:`~sarlulc.inference.distributed.ProcessShare`) run through the reader / model / writer pipeline into the
     output files (one process) or a part file that the main process merges (several).
 
-    The calibration factor of a DN scene is, first match wins: the ``calibration_factor`` argument, the scene's tag,
-    the checkpoint processor's value (:func:`calibrated_input`).
+    The calibration factor of a DN scene is, first match wins: the ``calibration_factor`` argument, the scene's tag
+    or product metadata, the checkpoint processor's value (:func:`calibrated_input`).
+
+    What the model was trained on (its processor's ``backscatter``, ``polarizations``, ``gsd``) is checked against
+    the scene (:func:`~sarlulc.inference.compatibility.check_scene_against_model`: a warning, or an error with
+    ``strict=True``). A scene at another GSD is predicted on the model's grid
+    (:mod:`sarlulc.inference.resampling`) and its maps are put back on the scene's grid, unless
+    ``output_grid="model"``. Every output carries the provenance tags of
+    :func:`~sarlulc.inference.outputs.provenance_tags`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import rasterio
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..checkpoints import load_segmentation_checkpoint, model_num_channels
-from ..data.alos2 import POLARIZATIONS, open_scene
-from ..data.classes import ClassScheme, scheme_for_id2label
-from ..errors import SarLulcDataError
+from ..data.alos2 import open_scene
+from ..data.classes import scheme_for_id2label
 from ..models.image_processing_sar import SarImageProcessor
+from .compatibility import check_scene_against_model, check_scene_bands
 from .distributed import ProcessShare, predict_distributed, process_state
 from .grid import TileGrid, check_tiling
-from .outputs import OutputFiles, check_destination, output_paths
+from .outputs import OutputFiles, check_destination, output_paths, provenance_tags
 from .pipeline import TileRowsJob, predict_rows
 from .records import (
     PROBABILITY_MODES,
@@ -45,6 +49,7 @@ from .records import (
     RunStats,
     SceneInput,
 )
+from .resampling import OUTPUT_GRIDS, GridResampling, ModelGridScene, plan_resampling, regrid_outputs
 from .tiled import check_tile_fits_model
 
 __all__ = ["calibrated_input", "predict_scene", "probe_scene"]
@@ -73,6 +78,9 @@ def predict_scene(
     calibration_factor: float | None = None,
     bands: Sequence[int] | None = None,
     num_workers: int | None = None,
+    polarizations: Sequence[str] | None = None,
+    strict: bool = False,
+    output_grid: str = "scene",
 ) -> PredictionReport:
     """Predict a land-cover (or water) map for a whole scene and write it as a GeoTIFF; see :mod:`sarlulc.inference`.
 
@@ -82,9 +90,10 @@ def predict_scene(
             a checkpoint saved with ``save_pretrained``, or a Hub model id (downloaded into the Hugging Face cache;
             ``HF_HUB_OFFLINE=1`` uses the cached copy only). A loaded model is put in eval mode for the call (its training
             flag is restored) and moved to ``device`` when one is given.
-        scene_path: the scene raster (band 1 HH, optional band 2 HV). Its input kind (DN, linear power or dB) comes
-            from its tags, dtype or values (:func:`sarlulc.data.alos2.open_scene`); the DN calibration factor from
-            its tags, else from the processor.
+        scene_path: anything :func:`sarlulc.data.open_scene` opens: a scene GeoTIFF (band 1 HH, optional band 2
+            HV), a 25 m mosaic tile (folder, file or archive), an L1.5/L2.1 product, a CEOS delivery. Its input kind
+            (DN, linear power or dB) comes from its tags, dtype or values; the DN calibration factor from its tags or
+            product metadata, else from the processor.
         out_path: the class map GeoTIFF to write; sibling outputs are named after it (:func:`output_paths`). A
             missing folder is created.
         tile: tile side in px, a multiple of 32.
@@ -105,12 +114,19 @@ def predict_scene(
         bands: 1-based scene bands to read as (HH,) or (HH, HV), e.g. ``(1,)`` to use only HH of a dual-pol scene.
         num_workers: threads preparing tiles ahead of the model. Default: 1 on the CPU, where the model needs the
             cores; up to 4 with a GPU.
+        polarizations: the polarizations to read, in channel order, e.g. ``("HH",)``: an alternative to ``bands``.
+        strict: refuse a scene whose backscatter convention (sigma0/gamma0) or polarizations differ from the
+            model's training data, instead of warning.
+        output_grid: for a scene resampled to the model's GSD, write the maps on the ``"scene"``'s grid (its CRS,
+            transform and shape; default) or on the ``"model"`` grid it was predicted on. Ignored otherwise.
 
     Returns:
         A :class:`PredictionReport`. Under several processes every process gets one (with its own tile counts).
 
     Raises:
-        SarLulcDataError: the scene is missing, unreadable, corrupt, or has a band count the model does not take.
+        SarLulcDataError: the scene is missing, unreadable, corrupt, has a band count the model does not take
+            (:class:`~sarlulc.inference.compatibility.SceneBandsError`), or, with ``strict``, another convention or
+            polarizations than the model's training data.
         ValueError: a bad tile/overlap/batch size, a checkpoint that cannot be loaded, ``water=True`` for a model
             without a water class.
         FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError: the output exists (without
@@ -119,28 +135,50 @@ def predict_scene(
         All of these are raised before any file is created. An exception during the prediction (or Ctrl-C) removes
         every temporary file and is re-raised.
     """
-    _check_arguments(tile, overlap, batch_size, probabilities, num_workers)
+    _check_arguments(tile, overlap, batch_size, probabilities, num_workers, output_grid)
     paths = output_paths(out_path, probabilities, water)
     check_destination(paths, str(scene_path), overwrite)
-    scene = probe_scene(scene_path, input_kind=input_kind, bands=bands, calibration_factor=calibration_factor)
+    scene = probe_scene(
+        scene_path,
+        input_kind=input_kind,
+        bands=bands,
+        calibration_factor=calibration_factor,
+        polarizations=polarizations,
+    )
     loaded = load_segmentation_checkpoint(model, image_processor=image_processor)
     net = loaded.model
     check_tile_fits_model(net.config, tile)
-    _check_scene_bands(scene, model_num_channels(net.config))
+    check_scene_bands(scene, loaded.processor, model_num_channels(net.config))
+    check_scene_against_model(scene, loaded.processor, strict=strict)
     scene = calibrated_input(scene, loaded.processor)
+    resampling = _plan_resampling(scene, loaded.processor)
+    grid_georeference = scene.georeference if resampling is None else resampling.model
     scheme = scheme_for_id2label(net.config.id2label)
+    on_model_grid = resampling is not None and output_grid == "model"
     spec = OutputSpec(
         paths=paths,
         scheme=scheme,
         probabilities=probabilities,
         water=water,
-        tags=_provenance_tags(net, loaded.folder, scene, scheme, tile, overlap),
+        tags=provenance_tags(
+            model_name=str(loaded.folder or getattr(net.config, "_name_or_path", "") or type(net).__name__),
+            scene=scene,
+            scheme=scheme,
+            tile=tile,
+            overlap=overlap,
+            processor=loaded.processor,
+            output_grid="model" if on_model_grid else "scene",
+            output_gsd=resampling.model_gsd if on_model_grid else scene.gsd,
+            resampling=None if resampling is None else resampling.describe(),
+        ),
     )
+    # Predicted on the model grid and then put on the scene's: the model-grid maps go to hidden files first.
+    run_spec = spec if resampling is None or on_model_grid else _model_grid_spec(spec)
 
     state = process_state()
     target = _target_device(device, state, net, given_model=isinstance(model, torch.nn.Module))
     batch_size = batch_size or (_CPU_BATCH_SIZE if target.type == "cpu" else _GPU_BATCH_SIZE)
-    grid = TileGrid(scene.georeference.height, scene.georeference.width, tile, overlap)
+    grid = TileGrid(grid_georeference.height, grid_georeference.width, tile, overlap)
     share = ProcessShare.of(grid, state)
     paths["classes"].parent.mkdir(parents=True, exist_ok=True)
 
@@ -159,9 +197,9 @@ def predict_scene(
     job = TileRowsJob(
         model=net,
         processor=loaded.processor,
-        open_scene=scene.open,
+        open_scene=scene.open if resampling is None else ModelGridScene.opener(scene.open, resampling),
         grid=grid,
-        layout=spec.layout,
+        layout=run_spec.layout,
         rows=share.run,
         emit_from=share.own.start,
         device=target,
@@ -172,16 +210,21 @@ def predict_scene(
     try:
         with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
             if state is None:
-                stats = _predict_single(job, spec, scene.georeference, overwrite)
+                stats = _predict_single(job, run_spec, grid_georeference, overwrite or run_spec is not spec)
             else:
-                stats = predict_distributed(job, spec, scene.georeference, share.index, overwrite)
+                stats = predict_distributed(
+                    job, run_spec, grid_georeference, share.index, overwrite or run_spec is not spec
+                )
+            if run_spec is not spec and share.index == 0:
+                regrid_outputs(run_spec.paths, spec, resampling, overwrite)
     finally:
         progress_bar.close()
         net.train(was_training)
+    output_shape = grid_georeference.shape if on_model_grid else scene.georeference.shape
     return PredictionReport(
         path=paths["classes"],
         extra_paths={key: path for key, path in paths.items() if key != "classes"},
-        shape=scene.georeference.shape,
+        shape=output_shape,
         tile=tile,
         overlap=overlap,
         batch_size=batch_size,
@@ -190,10 +233,11 @@ def predict_scene(
         seconds_model=stats.seconds_model,
         seconds_waiting=stats.seconds_waiting,
         seconds_total=time.perf_counter() - started,
-        pixels_written=grid.height * grid.width,
+        pixels_written=output_shape[0] * output_shape[1],
         device=str(target),
         process_index=share.index,
         num_processes=share.count,
+        predicted_shape=grid_georeference.shape,
     )
 
 
@@ -203,8 +247,10 @@ def probe_scene(
     input_kind: str | None = None,
     bands: Sequence[int] | None = None,
     calibration_factor: float | None = None,
+    polarizations: Sequence[str] | None = None,
 ) -> SceneInput:
-    """Open and check the scene once: its grid, bands, input kind and calibration (argument, else tag, else default).
+    """Open and check the scene once: its grid, bands, input kind, calibration (argument, else tag or product
+    metadata, else default), convention, polarizations, GSD and provenance tags.
 
     Raises:
         SarLulcDataError: the scene is missing, unreadable or corrupt.
@@ -212,7 +258,13 @@ def probe_scene(
     # The scene's integrity check reads the whole scene decimated: keep GDAL's cache small for it as well.
     with (
         rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES),
-        open_scene(scene_path, input_kind=input_kind, calibration_factor=calibration_factor, bands=bands) as scene,
+        open_scene(
+            scene_path,
+            input_kind=input_kind,
+            calibration_factor=calibration_factor,
+            bands=bands,
+            polarizations=polarizations,
+        ) as scene,
     ):
         return SceneInput(
             path=str(scene_path),
@@ -222,36 +274,52 @@ def probe_scene(
             bands=tuple(scene.bands),
             calibration_factor=scene.calibration_factor,
             calibration_factor_source=scene.calibration_factor_source,
+            backscatter=scene.backscatter,
+            polarizations=tuple(scene.polarizations),
+            gsd=scene.gsd if scene.crs is not None else None,
+            source_tags=scene.provenance() if scene.crs is not None else {},
         )
 
 
 def calibrated_input(scene: SceneInput, processor: SarImageProcessor) -> SceneInput:
     """The scene with its DN calibration factor decided: argument > scene tag > processor.
 
-    A tagged scene knows its own calibration; an untagged one follows the checkpoint's processor.
+    A tagged scene (or a product with its own metadata) knows its own calibration; an untagged one follows the
+    checkpoint's processor.
     """
-    if scene.calibration_factor_source in ("argument", "tag"):
+    if scene.calibration_factor_source in ("argument", "tag", "metadata"):
         return scene
     return replace(scene, calibration_factor=processor.calibration_factor, calibration_factor_source="processor")
 
 
 def _check_arguments(
-    tile: int, overlap: int, batch_size: int | None, probabilities: str | None, num_workers: int | None
+    tile: int,
+    overlap: int,
+    batch_size: int | None,
+    probabilities: str | None,
+    num_workers: int | None,
+    output_grid: str = "scene",
 ) -> None:
     check_tiling(tile, overlap, batch_size)
+    if output_grid not in OUTPUT_GRIDS:
+        raise ValueError(f"output_grid must be one of {OUTPUT_GRIDS}, got {output_grid!r}")
     if probabilities is not None and probabilities not in PROBABILITY_MODES:
         raise ValueError(f"probabilities must be None or one of {PROBABILITY_MODES}, got {probabilities!r}")
     if num_workers is not None and num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
 
 
-def _check_scene_bands(scene: SceneInput, model_channels: int) -> None:
-    if scene.num_channels != model_channels:
-        raise SarLulcDataError(
-            f"scene {scene.path} has {scene.num_channels} band(s) ({', '.join(POLARIZATIONS[: scene.num_channels])}) "
-            f"but the model takes {model_channels} ({', '.join(POLARIZATIONS[:model_channels])}); pass bands=(...) "
-            "to choose the scene's bands"
-        )
+def _plan_resampling(scene: SceneInput, processor: SarImageProcessor) -> GridResampling | None:
+    """The model grid of a scene at another GSD than the model's training data, else None."""
+    if scene.gsd is None:
+        return None
+    return plan_resampling(scene.georeference, scene.gsd, getattr(processor, "gsd", None))
+
+
+def _model_grid_spec(spec: OutputSpec) -> OutputSpec:
+    """``spec`` with hidden model-grid files in place of the outputs (the same names in every process)."""
+    paths = {key: path.with_name(f".{path.name}.model-grid.tif") for key, path in spec.paths.items()}
+    return replace(spec, paths=paths)
 
 
 def _target_device(
@@ -266,27 +334,6 @@ def _target_device(
     if given_model:
         return next(net.parameters()).device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _provenance_tags(
-    net: torch.nn.Module,
-    folder: Path | None,
-    scene: SceneInput,
-    scheme: ClassScheme,
-    tile: int,
-    overlap: int,
-) -> dict[str, str]:
-    """Dataset tags of every output: what made it, from which scene, with which classes and tiling."""
-    return {
-        "SARLULC_VERSION": __version__,
-        "SARLULC_MODEL": str(folder or getattr(net.config, "_name_or_path", "") or type(net).__name__),
-        "SARLULC_SCENE": Path(scene.path).name,
-        "SARLULC_CLASS_SCHEME": scheme.name,
-        "SARLULC_CLASS_NAMES": json.dumps(scheme.names),
-        "SARLULC_TILE": str(tile),
-        "SARLULC_OVERLAP": str(overlap),
-        "SARLULC_INPUT_KIND": scene.input_kind,
-    }
 
 
 def _predict_single(job: TileRowsJob, spec: OutputSpec, georeference: Georeference, overwrite: bool) -> RunStats:

@@ -14,15 +14,39 @@ import math
 
 from transformers.backbone_utils import BackboneConfigMixin
 from transformers.configuration_utils import PreTrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 LOSS_WEIGHTINGS = ("none", "backscatter")
-BACKSCATTER_NORMALIZATIONS = ("per_image", "global")
-LOSS_REDUCTIONS = ("weighted_mean", "mean")
 BACKSCATTER_POWER_SOURCES = ("backscatter_db", "pixel_values")
+BACKSCATTER_CHANNEL_MODES = ("per_channel", "shared_avg")
+
+AUTHORS_REFERENCE_SETTINGS = {
+    "layer_norm_eps": 1e-5,
+    "mask_ratio": 0.5,
+    "range_mask_ratio": 0.0,
+    "norm_pix_loss": True,
+    "loss_weighting": "backscatter",
+    "backscatter_power_source": "pixel_values",
+    "backscatter_channel_mode": "per_channel",
+    "backscatter_weight_scale": 1.0,
+}
+"""The config values with which [`SarMixMAEForPreTraining`] computes what the SAR-W-MixMAE authors' public code
+(acaglayan/SAR-W-MixMAE: `models_mixmim.py`, `sarwmix/weighting.py`, run with `--norm_pix_loss --mask_ratio 0.5`)
+computes: the same mixing, reconstruction, weight and loss. Everything else (widths, depths, heads, windows,
+`patch_size=4`, `mlp_ratio=4`, `qkv_bias=True`, `hidden_act="gelu"`) is the model size, taken from a checkpoint's
+tensors by `sarlulc.conversion`. Their code standardizes the dB input before it reaches the model and has no invalid
+pixels: give no `pixel_mask` to reproduce it."""
 
 # Fields of configs saved before the normalization moved to the image processor. They are dropped when such a
 # config.json is loaded: the processor saved beside it holds the same numbers, and nothing reads them here any more.
 _LEGACY_NORMALIZATION_FIELDS = ("input_db_mean", "input_db_std", "input_clip_db")
+
+# Fields of the backscatter weight this package used before it followed the authors' code (`exp(-P_norm / tau)`,
+# a weighted mean, optional global normalization). That form had no source in the papers or the code; it is gone,
+# and a config that still names it is read with the authors' form (a warning says so when it weighted the loss).
+_LEGACY_WEIGHT_FIELDS = ("backscatter_tau", "backscatter_normalization", "backscatter_global_max", "loss_reduction")
 
 
 def _as_per_stage(value, num_stages: int, name: str) -> list[int]:
@@ -43,6 +67,14 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
     num_heads=(4, 8, 16, 32), window_size=(16, 16, 16, 8), decoder_embed_dim=512, decoder_depth=8,
     decoder_num_heads=16` (see `hub_configs/sar-mixmae-base`).
 
+    Reproducing the SAR-W-MixMAE authors' code exactly: `layer_norm_eps=1e-5, mask_ratio=0.5, range_mask_ratio=0.0,
+    norm_pix_loss=True, loss_weighting="backscatter", backscatter_power_source="pixel_values",
+    backscatter_channel_mode="per_channel", backscatter_weight_scale=1.0` ([`AUTHORS_REFERENCE_SETTINGS`]), with
+    their model size (`mixmim_base` on Sentinel-1 VH/VV at 128 px: `image_size=128, num_channels=2, embed_dim=128,
+    depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), window_size=(8, 8, 8, 4), decoder_embed_dim=512,
+    decoder_depth=8, decoder_num_heads=16`) and no `pixel_mask`. The defaults differ from it in one field only,
+    `backscatter_power_source="backscatter_db"`: the weight reads physical dB rather than the standardized input.
+
     Args:
         image_size (`int`, defaults to 256):
             Pretraining tile size in pixels. Must be a multiple of the encoder stride (`patch_size * 2**(stages-1)`,
@@ -59,8 +91,11 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
             Attention heads per stage; each stage's width must be divisible by its head count.
         window_size (`int` or `list[int]`, defaults to `(16, 16, 16, 8)`):
             Attention window side per stage. MixMAE uses no shifted windows but large ones. A window larger than a
-            stage's token grid shrinks to the grid; at `image_size`, every stage's grid must be a multiple of its
-            (shrunk) window. Other input sizes pad the grid to the window and mask the padding.
+            stage's token grid at `image_size` shrinks to the grid, and so does that stage's relative position bias
+            table (`(2 * window - 1) ** 2` rows, the parameter shapes of MixMAE's code): see `stage_window_size`. At
+            `image_size`, every stage's grid must be a multiple of its (shrunk) window. Other input sizes keep that
+            window where their grid is at least as large (padding the grid to a multiple and masking the padding),
+            and use a grid-sized window, with the central part of the bias table, where their grid is smaller.
         mlp_ratio (`float`, defaults to 4.0):
             Hidden width of the MLPs relative to the block width.
         qkv_bias (`bool`, defaults to `True`):
@@ -73,12 +108,13 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
             Dropout on attention probabilities.
         drop_path_rate (`float`, defaults to 0.0):
             Stochastic depth rate, increased linearly over the encoder's blocks.
-        layer_norm_eps (`float`, defaults to 1e-6):
-            Epsilon of every LayerNorm.
+        layer_norm_eps (`float`, defaults to 1e-5):
+            Epsilon of every LayerNorm (PyTorch's default, as in MixMAE's code).
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the truncated normal used for linear weights, mask token and bias tables.
         mask_ratio (`float`, defaults to 0.5):
-            Fraction of mixing units (tokens of the last stage) taken from the partner image. MixMAE uses 0.5.
+            Fraction of mixing units (tokens of the last stage) taken from the partner image: the mask has
+            `int(num_units * mask_ratio)` ones (rounded down, as MixMAE's code). MixMAE uses 0.5.
         range_mask_ratio (`float`, defaults to 0.0):
             During training, a random extra in `[0, range_mask_ratio]` is added to `mask_ratio` for each batch.
         decoder_embed_dim (`int`, defaults to 128), decoder_depth (`int`, defaults to 2),
@@ -87,27 +123,27 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         norm_pix_loss (`bool`, defaults to `True`):
             Reconstruct per-patch normalized pixels (mean 0, unit variance per 32x32 target patch).
         loss_weighting (`str`, defaults to `"backscatter"`):
-            `"backscatter"` (SAR-W-MixMAE): every pixel's squared error is weighted by `w = exp(-P_norm / tau)`,
-            where `P = mean over bands of 10 ** (dB / 10)` is the pixel's linear backscatter power and `P_norm` that
-            power normalized to [0, 1] (`backscatter_normalization`): dark pixels (water, smooth surfaces) weigh
-            most, bright speckle-dominated ones least. `"none"`: plain MixMAE, every valid pixel weighs 1.
+            `"backscatter"` (SAR-W-MixMAE, the authors' form): the squared error of every reconstructed value is
+            multiplied by `w = exp(s * (1 - lin_n))`, where `lin = 10 ** (dB / 10)` is the linear backscatter power
+            and `lin_n = (lin - min) / (max - min + 1e-6)` its min-max normalization over the height and width of
+            each image (and each band, see `backscatter_channel_mode`), so `w` lies in `[1, e**s]` and the darkest
+            pixels (water, smooth surfaces) weigh most. The loss is the plain mean of `w * error**2` over every value
+            of the dual reconstruction (all units, pixels and bands), not divided by the sum of the weights.
+            `"none"`: plain MixMAE, every value weighs 1. Invalid pixels (`pixel_mask` False) weigh 0, take no part
+            in the min and max, and are not counted in the mean.
+        backscatter_weight_scale (`float`, defaults to 1.0):
+            `s` of the weight above (the authors' `exp_scale`; 1.0 is their manuscript's). 0 weighs every value 1.
+        backscatter_channel_mode (`str`, defaults to `"per_channel"`):
+            `"per_channel"`: each band gets its own weight map from its own power (the authors' default).
+            `"shared_avg"`: the linear power is averaged over the bands, normalized, and that one map weighs every
+            band. With one band (HH) both are the same.
         backscatter_power_source (`str`, defaults to `"backscatter_db"`):
-            Where the weight's dB values come from. `"backscatter_db"`: the `backscatter_db` input of
-            [`SarMixMAEForPreTraining`], the calibrated and clipped sigma0 in dB that the image processor returns
-            with `return_backscatter_db=True` (physical power). `"pixel_values"`: the model input itself (the dB
-            values after the processor's standardization, read as if they were dB), the input the SAR-W-MixMAE
-            authors' public code computes its weight from; it needs no extra input.
-        backscatter_tau (`float`, defaults to 1.0):
-            Temperature `tau` of the backscatter weight; the weight lies in `[exp(-1/tau), 1]`.
-        backscatter_normalization (`str`, defaults to `"per_image"`):
-            `"per_image"`: `P_norm = (P - min) / (max - min)` over each image's valid pixels;
-            `"global"`: `P_norm = clip(P / backscatter_global_max, 0, 1)` with a fixed scale.
-        backscatter_global_max (`float`, *optional*):
-            Linear power that maps to 1 for `"global"` normalization. Defaults to `10 ** (5 / 10)`, the top of the
-            image processor's default clip range (-35 dB, +5 dB); set it when the processor clips elsewhere.
-        loss_reduction (`str`, defaults to `"weighted_mean"`):
-            `"weighted_mean"`: `sum(w * e) / sum(w)` so the loss scale does not drift with scene brightness;
-            `"mean"`: `sum(w * e) / n` over the `n` valid pixel values.
+            Where the weight's dB values come from. `"backscatter_db"` (our documented choice): the `backscatter_db`
+            input of [`SarMixMAEForPreTraining`], the calibrated and clipped sigma0 in dB that the image processor
+            standardized into `pixel_values` (it returns it with `return_backscatter_db=True`): physical power.
+            `"pixel_values"`: the model input itself, the standardized dB read as if it were dB, which is what the
+            authors' code does (their weight is computed from the normalized tensor the model sees); it needs no
+            extra input.
         out_features (`list[str]`, *optional*), out_indices (`list[int]`, *optional*):
             Backbone outputs, among `stage_names` = `["stem", "stage1", "stage2", "stage3", "stage4"]` (`"stem"`: the
             patch embedding). As for every transformers backbone, the last stage alone when neither is given.
@@ -132,7 +168,7 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         hidden_dropout_prob: float = 0.0,
         attention_probs_dropout_prob: float = 0.0,
         drop_path_rate: float = 0.0,
-        layer_norm_eps: float = 1e-6,
+        layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
         mask_ratio: float = 0.5,
         range_mask_ratio: float = 0.0,
@@ -141,10 +177,8 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         decoder_num_heads: int = 4,
         norm_pix_loss: bool = True,
         loss_weighting: str = "backscatter",
-        backscatter_tau: float = 1.0,
-        backscatter_normalization: str = "per_image",
-        backscatter_global_max: float | None = None,
-        loss_reduction: str = "weighted_mean",
+        backscatter_weight_scale: float = 1.0,
+        backscatter_channel_mode: str = "per_channel",
         backscatter_power_source: str = "backscatter_db",
         out_features: list[str] | None = None,
         out_indices: list[int] | None = None,
@@ -173,10 +207,8 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         self.decoder_num_heads = int(decoder_num_heads)
         self.norm_pix_loss = bool(norm_pix_loss)
         self.loss_weighting = loss_weighting
-        self.backscatter_tau = float(backscatter_tau)
-        self.backscatter_normalization = backscatter_normalization
-        self.backscatter_global_max = None if backscatter_global_max is None else float(backscatter_global_max)
-        self.loss_reduction = loss_reduction
+        self.backscatter_weight_scale = float(backscatter_weight_scale)
+        self.backscatter_channel_mode = backscatter_channel_mode
         self.backscatter_power_source = backscatter_power_source
         # Width after the last stage, the name other transformers code looks for.
         self.hidden_size = self.embed_dim * 2 ** (self.num_layers - 1)
@@ -185,6 +217,14 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         # Saved configs carry these derived values too; recomputed above, they must not be overwritten by stale ones.
         for derived in ("hidden_size", "num_layers", "stage_names", *_LEGACY_NORMALIZATION_FIELDS):
             kwargs.pop(derived, None)
+        legacy_weight = [name for name in _LEGACY_WEIGHT_FIELDS if kwargs.pop(name, None) is not None]
+        if legacy_weight and self.loss_weighting == "backscatter":
+            logger.warning(
+                f"this config names the former backscatter weight ({', '.join(legacy_weight)}: exp(-P_norm / tau), "
+                "a weighted mean), which no longer exists; the loss now uses the SAR-W-MixMAE authors' weight "
+                "exp(s * (1 - lin_n)) with a plain mean (backscatter_weight_scale, backscatter_channel_mode). This "
+                "matters only when pretraining continues from this config."
+            )
         super().__init__(**kwargs)
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
 
@@ -217,6 +257,13 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
         size = self.image_size if image_size is None else image_size
         return size // self.patch_size // 2**stage
 
+    def stage_window_size(self, stage: int) -> int:
+        """The attention window side of `stage` (0-based): `window_size[stage]`, shrunk to the stage's grid at
+        `image_size` when it is larger (as MixMAE's code does). It sizes the stage's relative position bias table,
+        so a checkpoint's parameter shapes depend on it, and it is the largest window the stage uses at any input
+        size (a smaller grid uses a grid-sized window)."""
+        return min(self.window_size[stage], self.stage_grid(stage))
+
     def _validate(self) -> None:
         if self.num_layers < 1:
             raise ValueError("`depths` must list at least one stage")
@@ -242,7 +289,7 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
             if window < 1:
                 raise ValueError(f"`window_size[{stage}]` must be positive, got {window}")
             grid = self.stage_grid(stage)
-            effective = min(window, grid)
+            effective = self.stage_window_size(stage)
             if grid % effective != 0:
                 raise ValueError(
                     f"`window_size[{stage}]`={window} does not divide stage {stage + 1}'s token grid {grid}x{grid} at "
@@ -256,7 +303,7 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"got {self.range_mask_ratio}"
             )
         num_units = self.stage_grid(self.num_layers - 1) ** 2
-        if round(num_units * self.mask_ratio) in (0, num_units):
+        if int(num_units * self.mask_ratio) in (0, num_units):
             raise ValueError(
                 f"`mask_ratio`={self.mask_ratio} of {num_units} mixing units mixes nothing; use a larger image_size or "
                 "a ratio nearer 0.5"
@@ -274,17 +321,13 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
             )
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"`loss_weighting` must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
-        if self.backscatter_normalization not in BACKSCATTER_NORMALIZATIONS:
+        if not math.isfinite(self.backscatter_weight_scale):
+            raise ValueError(f"`backscatter_weight_scale` must be a finite number, got {self.backscatter_weight_scale}")
+        if self.backscatter_channel_mode not in BACKSCATTER_CHANNEL_MODES:
             raise ValueError(
-                f"`backscatter_normalization` must be one of {BACKSCATTER_NORMALIZATIONS}, "
-                f"got {self.backscatter_normalization!r}"
+                f"`backscatter_channel_mode` must be one of {BACKSCATTER_CHANNEL_MODES}, "
+                f"got {self.backscatter_channel_mode!r}"
             )
-        if self.loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"`loss_reduction` must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
-        if not (self.backscatter_tau > 0 and math.isfinite(self.backscatter_tau)):
-            raise ValueError(f"`backscatter_tau` must be a positive number, got {self.backscatter_tau}")
-        if self.backscatter_global_max is not None and not self.backscatter_global_max > 0:
-            raise ValueError(f"`backscatter_global_max` must be positive, got {self.backscatter_global_max}")
         if self.backscatter_power_source not in BACKSCATTER_POWER_SOURCES:
             raise ValueError(
                 f"`backscatter_power_source` must be one of {BACKSCATTER_POWER_SOURCES}, "
@@ -292,4 +335,4 @@ class SarMixMAEConfig(BackboneConfigMixin, PreTrainedConfig):
             )
 
 
-__all__ = ["SarMixMAEConfig"]
+__all__ = ["AUTHORS_REFERENCE_SETTINGS", "SarMixMAEConfig"]

@@ -73,6 +73,7 @@ __all__ = [
     "merge_raster_tags",
     "normalize_input_kind",
     "polarizations_from_tags",
+    "training_data_fields",
     "valid_value_mask",
 ]
 
@@ -360,9 +361,42 @@ class SarImageProcessorKwargs(TypedDict, total=False):
     do_normalize: bool
     pad_to_multiple_of: int | None
     ignore_index: int
+    backscatter: str | None
+    polarizations: list[str] | None
+    gsd: float | None
 
 
 _CONFIG_FIELDS = tuple(SarImageProcessorKwargs.__annotations__)
+
+
+def training_data_fields(
+    backscatter: str | None, polarizations: Sequence[str] | None, gsd: float | None, num_channels: int
+) -> tuple[str | None, list[str] | None, float | None]:
+    """Checked ``(backscatter, polarizations, gsd)`` of a processor's training-data record (``None`` = unknown).
+
+    Raises:
+        ValueError: an unknown convention or polarization, a polarization count other than ``num_channels``, a
+            repeated polarization, or a GSD that is not a positive finite number.
+    """
+    if backscatter is not None:
+        backscatter = str(backscatter).strip().lower()
+        if backscatter not in BACKSCATTER_CONVENTIONS:
+            raise ValueError(f"backscatter must be one of {BACKSCATTER_CONVENTIONS} or None, got {backscatter!r}")
+    if polarizations is not None:
+        if isinstance(polarizations, str):
+            polarizations = polarizations.replace(",", " ").split()
+        polarizations = [str(p).strip().upper() for p in polarizations]
+        if any(p not in SAR_POLARIZATIONS for p in polarizations) or len(set(polarizations)) != len(polarizations):
+            raise ValueError(f"polarizations must be distinct values of {SAR_POLARIZATIONS}, got {polarizations}")
+        if len(polarizations) != num_channels:
+            raise ValueError(
+                f"polarizations lists {len(polarizations)} band(s) ({polarizations}) but num_channels is {num_channels}"
+            )
+    if gsd is not None:
+        gsd = float(gsd)
+        if not (math.isfinite(gsd) and gsd > 0):
+            raise ValueError(f"gsd must be a positive number of metres or None, got {gsd}")
+    return backscatter, polarizations, gsd
 
 
 def _per_band(value: float | Sequence[float] | None, default: float, num_channels: int, name: str) -> list[float]:
@@ -426,6 +460,15 @@ class SarImageProcessor(BaseImageProcessor):
             Pad height and width (bottom/right) up to a multiple of this; `None` pads only to the batch's largest size.
         ignore_index (`int`, defaults to 255):
             Label value of invalid and padded pixels.
+        backscatter (`str`, *optional*):
+            The backscatter convention of the training data, `"sigma0"` or `"gamma0"` (:data:`BACKSCATTER_CONVENTIONS`).
+            `None` = unknown (checkpoints saved before it was recorded): prediction then checks nothing.
+        polarizations (`list[str]`, *optional*):
+            The polarization of every input band of the training data, in band order (`["HH"]`, `["HH", "HV"]`);
+            one per channel. `None` = unknown.
+        gsd (`float`, *optional*):
+            Ground sampling distance of the training data in metres (e.g. 10.0). Scenes at another GSD are resampled
+            to it at prediction time. `None` = unknown: scenes are predicted at their own GSD.
 
     Example:
 
@@ -453,6 +496,9 @@ class SarImageProcessor(BaseImageProcessor):
         do_normalize: bool = True,
         pad_to_multiple_of: int | None = DEFAULT_PAD_TO_MULTIPLE_OF,
         ignore_index: int = DEFAULT_IGNORE_INDEX,
+        backscatter: str | None = None,
+        polarizations: Sequence[str] | None = None,
+        gsd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -478,6 +524,9 @@ class SarImageProcessor(BaseImageProcessor):
             raise ValueError(f"pad_to_multiple_of must be a positive integer or None, got {pad_to_multiple_of}")
         self.pad_to_multiple_of = None if pad_to_multiple_of is None else int(pad_to_multiple_of)
         self.ignore_index = int(ignore_index)
+        self.backscatter, self.polarizations, self.gsd = training_data_fields(
+            backscatter, polarizations, gsd, self.num_channels
+        )
 
     @classmethod
     def from_band_statistics(cls, stats: Any, **kwargs: Any) -> SarImageProcessor:

@@ -25,15 +25,23 @@ mask per batch, `mask_ratio` of its units set):
   `M = 0` tokens and a learned mask token elsewhere, branch 2 with the `M = 1` tokens and the mask token elsewhere.
   Image `i`'s units with `M = 1` are predicted by branch 1 of mixed image `i`, its units with `M = 0` by branch 2 of
   mixed image `B-1-i`: every unit of every image is predicted from the branch in which it was hidden.
-- Loss: `sum(w * (prediction - target)**2) / sum(w)` over all units, pixels and bands, the target being each
+- Loss: `mean(w * (prediction - target)**2)` over all units, pixels and bands, the target being each
   `encoder_stride`-pixel patch normalized to zero mean and unit variance (`norm_pix_loss`), and `w` the
-  backscatter weight `exp(-P_norm / tau)` of [`BackscatterWeightedMSE`] (1 everywhere for plain MixMAE).
+  SAR-W-MixMAE backscatter weight `exp(s * (1 - lin_n))` of [`BackscatterWeightedMSE`] (1 everywhere for plain
+  MixMAE).
+
+Parameter names differ from MixMAE's code, but the arithmetic and the parameter shapes are the same (the fixed
+position embeddings put the column encoding in the first half of the channels, the LayerNorms use eps 1e-5, a window
+larger than its stage's grid shrinks with its bias table), so `sarlulc.conversion` maps the authors' checkpoints
+onto these classes tensor by tensor.
 
 Layout note: MixMAE uses no shifted windows, so every block of a stage sees the same window partition. We therefore
-partition once when a stage starts and keep the tokens in window order `(batch * windows, window_area, channels)`
-for all of the stage's blocks (LayerNorm and MLP do not care about token order), instead of partitioning and
-reversing in every block as shifted-window Swin must. The group mask is built once per stage per forward, is shared
-by the whole batch (one mixing mask per batch), and is folded into each block's relative position bias.
+partition once when a stage starts and keep the tokens in window order `(batch, windows, window_area, channels)` for
+all of the stage's blocks (LayerNorm and MLP do not care about token order), instead of partitioning and reversing
+in every block as shifted-window Swin must. A window's tokens are contiguous in memory, so the reorderings that
+attention needs (heads out of the channels and back) move small blocks that stay in cache. The group mask is built
+once per stage per forward, is shared by the whole batch (one mixing mask per batch), and is folded into each
+block's relative position bias; without it, the bias is added to the scores by broadcasting, never copied per window.
 
 Outputs follow the transformers conventions: `hidden_states` holds the patch embedding and then every stage's output
 (before patch merging), aligned with `config.stage_names`, as `(batch, tokens, channels)`; `reshaped_hidden_states`
@@ -63,7 +71,6 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, can_return_tuple, logging
 
 from .configuration_sar_mixmae import SarMixMAEConfig
-from .image_processing_sar import DEFAULT_CLIP_DB
 
 logger = logging.get_logger(__name__)
 
@@ -104,7 +111,7 @@ class SarMixMAEForPreTrainingOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`):
-            Backscatter-weighted (or plain) dual-reconstruction MSE over every token of every image.
+            Backscatter-weighted (or plain) dual-reconstruction MSE over every value of every image.
         logits (`torch.FloatTensor` of shape `(batch_size, num_units, encoder_stride**2 * num_channels)`):
             Per-image reconstruction of every mixing unit, each predicted by the decoder branch in which it was
             hidden, in the (per-patch normalized, if `norm_pix_loss`) target space. `unpatchify` turns it into images.
@@ -112,8 +119,9 @@ class SarMixMAEForPreTrainingOutput(ModelOutput):
             The mixing mask `M` shared by the batch: 1.0 where a mixed image holds its partner's token, 0.0 where it
             holds its own. A float, as `ViTMAEForPreTraining`'s mask, so that generic output utilities (which subtract
             and compare outputs) work on it; `mask.bool()` gives the boolean mask that `mixing_mask=` accepts.
-        loss_weights (`torch.FloatTensor` of shape `(batch_size, 1, height, width)`):
-            Per-pixel weight of the squared error (0 on invalid pixels).
+        loss_weights (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Weight of the squared error of every pixel and band (0 on invalid pixels); with
+            `backscatter_channel_mode="shared_avg"` every band holds the same map.
         hidden_states, reshaped_hidden_states, attentions:
             The encoder's, as in [`SarMixMAEModelOutput`], for the mixed batch (with group-masked attention). The
             decoder's attention weights are not returned (as in transformers' `ViTMAEForPreTraining`).
@@ -153,8 +161,13 @@ class SarMixMAEEncoderOutput(ModelOutput):
 def sincos_position_embedding_2d(
     height: int, width: int, dim: int, device=None, dtype=torch.float32, temperature: float = 10000.0
 ) -> torch.Tensor:
-    """Fixed 2-D sine-cosine position embedding `(height * width, dim)`: half the channels encode the row, half the
-    column, each as sin/cos pairs over geometric frequencies (as in MAE / MixMAE)."""
+    """Fixed 2-D sine-cosine position embedding `(height * width, dim)`, tokens in row-major order.
+
+    MAE's layout, which MixMAE's code uses for the encoder and the decoder: the first `dim / 2` channels encode the
+    token's column (x), the last `dim / 2` its row (y), each as `[sin(pos * omega), cos(pos * omega)]` with
+    `omega_i = 1 / temperature ** (i / (dim / 4))`, `i = 0 .. dim/4 - 1`. The order matters: with the halves swapped
+    the model still trains, but it computes something else with a checkpoint of the reference code.
+    """
     if dim % 4 != 0:
         raise ValueError(f"2-D sin-cos position embedding needs a width divisible by 4, got {dim}")
     quarter = dim // 4
@@ -163,27 +176,23 @@ def sincos_position_embedding_2d(
     cols = torch.arange(width, device=device, dtype=torch.float32)[:, None] * omega[None, :]
     rows = torch.cat([rows.sin(), rows.cos()], dim=1)[:, None, :].expand(height, width, 2 * quarter)
     cols = torch.cat([cols.sin(), cols.cos()], dim=1)[None, :, :].expand(height, width, 2 * quarter)
-    return torch.cat([rows, cols], dim=-1).reshape(height * width, dim).to(dtype)
+    return torch.cat([cols, rows], dim=-1).reshape(height * width, dim).to(dtype)
 
 
 def window_partition(hidden_states: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-    """`(B, H, W, C)` -> `(B, wh * ww, num_windows, C)`: position inside the window major, window minor.
-
-    This token-major order lets the attention output `(B, N, num_windows * heads, head_dim)` be read back as
-    `(B, N, num_windows, C)` without a transpose (see [`SarMixMAEWindowAttention`]).
-    """
+    """`(B, H, W, C)` -> `(B, num_windows, wh * ww, C)`: windows in row-major order, tokens row-major inside each."""
     batch, height, width, channels = hidden_states.shape
     wh, ww = window
     hidden_states = hidden_states.view(batch, height // wh, wh, width // ww, ww, channels)
-    return hidden_states.permute(0, 2, 4, 1, 3, 5).reshape(batch, wh * ww, -1, channels)
+    return hidden_states.permute(0, 1, 3, 2, 4, 5).reshape(batch, -1, wh * ww, channels)
 
 
 def window_reverse(windows: torch.Tensor, window: tuple[int, int], height: int, width: int) -> torch.Tensor:
-    """Inverse of [`window_partition`]: `(B, wh * ww, num_windows, C)` -> `(B, H, W, C)`."""
+    """Inverse of [`window_partition`]: `(B, num_windows, wh * ww, C)` -> `(B, H, W, C)`."""
     wh, ww = window
     batch, channels = windows.shape[0], windows.shape[-1]
-    windows = windows.view(batch, wh, ww, height // wh, width // ww, channels)
-    return windows.permute(0, 3, 1, 4, 2, 5).reshape(batch, height, width, channels)
+    windows = windows.view(batch, height // wh, width // ww, wh, ww, channels)
+    return windows.permute(0, 1, 3, 2, 4, 5).reshape(batch, height, width, channels)
 
 
 def upsample_unit_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
@@ -211,10 +220,14 @@ def random_mixing_mask(
     device=None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One MixMAE mask for a whole batch: `(1, h, w)` bool with exactly `round(h * w * mask_ratio)` `True` units."""
+    """One MixMAE mask for a whole batch: `(1, h, w)` bool with exactly `int(h * w * mask_ratio)` `True` units.
+
+    The units with the smallest of `h * w` uniform draws are set, as in MixMAE's code: from the same random state
+    (`generator`, or the global one) both draw the same mask.
+    """
     h, w = num_units
     total = h * w
-    num_masked = round(total * mask_ratio)
+    num_masked = int(total * mask_ratio)
     noise = torch.rand(total, device=device, generator=generator)
     order = noise.argsort()
     mask = torch.zeros(total, dtype=torch.bool, device=device)
@@ -356,17 +369,15 @@ class SarMixMAEEmbeddings(nn.Module):
 class SarMixMAEWindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative position bias.
 
-    Input `(batch, window_area, num_windows, dim)` (see [`window_partition`]). `window_mask` (bool,
+    Input `(batch, num_windows, window_area, dim)` (see [`window_partition`]). `window_mask` (bool,
     `(num_windows, window_area, window_area)`, `True` = may attend) carries MixMAE's group mask and/or the padding
     mask; it is shared by the whole batch and merged with the bias once per call, never copied per image.
 
-    The windows are folded into the head axis, `(B, nW * heads, N, d)`, so the `(nW * heads, N, N)` bias broadcasts
-    over the batch alone (kernels reduce its gradient far faster over a few images than over thousands of windows),
-    and the attention output `(B, N, nW * heads, d)` is already the block's token layout.
-
-    With `output_attentions=True` (eager only) the windows are unfolded into the batch instead, `(B * nW, heads, N,
-    d)`, Swin's layout: the returned weights are then the very tensor that multiplies the values (so gradients reach
-    them), in a shape a reader can index per window. The bias is expanded per image for that call.
+    The windows are folded into the head axis, `(B, nW * heads, N, d)`, so one batched product covers a stage's
+    windows, and the scores are viewed as `(B, nW, heads, N, N)`, so the `(heads, N, N)` bias (or the
+    `(nW, heads, N, N)` bias with the mask merged in) is added by broadcasting: its gradient is one reduction over the
+    batch and the windows. With `output_attentions=True` (eager only) the softmax weights are returned as
+    `(B * nW, heads, N, N)`, Swin's layout: a view of the very tensor that multiplies the values (gradients reach it).
     """
 
     def __init__(self, config: SarMixMAEConfig, dim: int, num_heads: int, window_size: int):
@@ -407,67 +418,65 @@ class SarMixMAEWindowAttention(nn.Module):
         window_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns the projected attention output `(B, N, nW, dim)` and, with `output_attentions=True` and eager
+        """Returns the projected attention output `(B, nW, N, dim)` and, with `output_attentions=True` and eager
         attention, the weights `(B * nW, heads, N, N)` (else `None`)."""
-        batch, area, num_windows, dim = hidden_states.shape
+        batch, num_windows, area, dim = hidden_states.shape
         heads, head_dim = self.num_heads, self.head_dim
-        qkv = self.qkv(hidden_states).view(batch, area, num_windows, 3, heads, head_dim)
-        qkv = qkv.permute(3, 0, 2, 4, 1, 5).reshape(3, batch, num_windows * heads, area, head_dim)
+        qkv = self.qkv(hidden_states).view(batch, num_windows, area, 3, heads, head_dim)
+        qkv = qkv.permute(3, 0, 1, 4, 2, 5).reshape(3, batch, num_windows * heads, area, head_dim)
         query, key, value = qkv.unbind(0)
-
-        bias = self.relative_position_bias(window).to(query.dtype).unsqueeze(0)  # (1, heads, N, N)
-        if window_mask is None:
-            attention_mask = bias.expand(num_windows, -1, -1, -1)
-        else:
-            attention_mask = bias.masked_fill(~window_mask[:, None], torch.finfo(bias.dtype).min)
-        attention_mask = attention_mask.reshape(1, num_windows * heads, area, area)
+        bias = self.relative_position_bias(window).to(query.dtype)  # (heads, N, N)
+        if window_mask is not None:
+            bias = bias.masked_fill(~window_mask[:, None], torch.finfo(bias.dtype).min)  # (nW, heads, N, N)
 
         implementation = self.config._attn_implementation
-        if output_attentions and implementation == "eager":
-            return self._forward_with_weights(query, key, value, attention_mask, batch, num_windows)
-        if implementation == "sdpa" and query.device.type == "cpu" and attention_mask.requires_grad:
+        dropout = self.attention_dropout if self.training else 0.0
+        weights = None
+        if implementation == "sdpa" and query.device.type == "cpu" and bias.requires_grad:
             # PyTorch's CPU SDPA has no fused kernel that returns a gradient for an additive mask (our learned bias):
             # it falls back to an unfused path with extra safety passes, slower than the plain computation, which we
             # run instead. Inference, and CUDA (memory-efficient kernel with bias gradient), keep SDPA.
             implementation = "eager"
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
-        attn_output, _ = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-            is_causal=False,
-        )
-        return self.proj(attn_output.view(batch, area, num_windows, dim)), None
+        if implementation == "eager":
+            attn_output, probabilities = self._eager_attention(query, key, value, bias, dropout)
+            if output_attentions:
+                weights = probabilities.view(batch * num_windows, heads, area, area)
+        else:
+            mask = bias.expand(num_windows, heads, area, area).reshape(1, num_windows * heads, area, area)
+            if implementation == "sdpa":
+                attn_output = nn.functional.scaled_dot_product_attention(
+                    query, key, value, attn_mask=mask, dropout_p=dropout, scale=self.scaling
+                )
+            else:  # a registered attention function: transformers' `(B, N, heads, d)` output convention
+                attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+                    implementation, eager_attention_forward
+                )
+                attn_output, _ = attention_interface(
+                    self, query, key, value, mask, dropout=dropout, scaling=self.scaling, is_causal=False
+                )
+                attn_output = attn_output.transpose(1, 2)
+        # (B, nW * heads, N, d) -> (B, nW, N, heads * d): a transpose inside each window
+        attn_output = attn_output.view(batch, num_windows, heads, area, head_dim).transpose(2, 3)
+        return self.proj(attn_output.reshape(batch, num_windows, area, dim)), weights
 
-    def _forward_with_weights(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        attention_mask: torch.Tensor,
-        batch: int,
-        num_windows: int,
+    def _eager_attention(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, dropout: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eager attention in Swin's `(B * nW, heads, N, d)` layout; the same values as the folded path."""
-        heads, area, head_dim = self.num_heads, query.shape[-2], self.head_dim
-        query, key, value = (t.reshape(batch * num_windows, heads, area, head_dim) for t in (query, key, value))
-        mask = attention_mask.view(1, num_windows, heads, area, area).expand(batch, -1, -1, -1, -1)
-        attn_output, attn_weights = eager_attention_forward(
-            self,
-            query,
-            key,
-            value,
-            mask.reshape(batch * num_windows, heads, area, area),
-            dropout=self.attention_dropout if self.training else 0.0,
-            scaling=self.scaling,
-        )
-        # (B * nW, N, heads, d) -> the block's (B, N, nW, dim) token layout
-        attn_output = attn_output.reshape(batch, num_windows, area, heads * head_dim).transpose(1, 2)
-        return self.proj(attn_output), attn_weights
+        """`softmax(q k^T * scaling + bias) v` for `(B, nW * heads, N, d)` inputs and a `(heads, N, N)` or
+        `(nW, heads, N, N)` bias; returns the output `(B, nW * heads, N, d)` and the (dropped-out) weights
+        `(B, nW, heads, N, N)` that multiplied the values."""
+        batch, folded, area, head_dim = query.shape
+        heads = bias.shape[-3]
+        windows = (batch, folded // heads, heads, area, head_dim)
+        # The query is scaled before the product, as in MixMAE's code: a pass over the queries rather than over the
+        # (larger, N > d) scores. The product of the 5-D views is a fresh tensor, not a view: adding the bias in
+        # place on it needs no copy in the backward pass.
+        query = (query * self.scaling).view(windows)
+        scores = torch.matmul(query, key.view(windows).transpose(-1, -2)).add_(bias)
+        probabilities = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        probabilities = nn.functional.dropout(probabilities, p=dropout, training=self.training)
+        attn_output = torch.matmul(probabilities, value.view(windows))
+        return attn_output.view(batch, folded, area, head_dim), probabilities
 
 
 class SarMixMAEMLP(nn.Module):
@@ -550,7 +559,8 @@ class SarMixMAEStage(nn.Module):
     def __init__(self, config: SarMixMAEConfig, stage: int, drop_path: list[float]):
         super().__init__()
         dim = config.embed_dim * 2**stage
-        self.window_size = config.window_size[stage]
+        # Shrunk to the stage's grid at image_size, with the bias tables: the reference's parameter shapes.
+        self.window_size = config.stage_window_size(stage)
         self.blocks = nn.ModuleList(
             [
                 SarMixMAEBlock(config, dim, config.num_heads[stage], self.window_size, drop_path[i])
@@ -608,12 +618,12 @@ class SarMixMAEStage(nn.Module):
             groups = group_mask.to(device=device, dtype=torch.int8)
             if pad_h or pad_w:
                 groups = nn.functional.pad(groups, (0, pad_w, 0, pad_h))
-            groups = window_partition(groups.view(1, height + pad_h, width + pad_w, 1), window)[0, :, :, 0].T  # nW, N
+            groups = window_partition(groups.view(1, height + pad_h, width + pad_w, 1), window)[0, :, :, 0]  # nW, N
             allowed = groups[:, :, None] == groups[:, None, :]
         if pad_h or pad_w:
             real = torch.ones(1, height, width, 1, dtype=torch.int8, device=device)
             real = nn.functional.pad(real, (0, 0, 0, pad_w, 0, pad_h))
-            real_keys = window_partition(real, window)[0, :, :, 0].T.bool()[:, None, :]  # nW, 1, N
+            real_keys = window_partition(real, window)[0, :, :, 0].bool()[:, None, :]  # nW, 1, N
             allowed = real_keys if allowed is None else allowed & real_keys
             allowed = allowed.expand(-1, window[0] * window[1], -1)
         return allowed
@@ -929,25 +939,30 @@ class SarMixMAEDecoderBlock(GradientCheckpointingLayer):
 
 
 class BackscatterWeightedMSE(nn.Module):
-    """SAR-W-MixMAE's pixel loss: squared error weighted by `w = exp(-P_norm / tau)` of each pixel's backscatter.
+    """SAR-W-MixMAE's pixel loss (the authors' form): the plain mean of `w * (prediction - target)**2`.
 
-    `P = mean over bands of 10 ** (dB / 10)` is the linear backscatter power (the mean of HH and HV power for two
-    bands), with `dB` read from the input `config.backscatter_power_source` names: the calibrated, clipped sigma0 in
-    dB that the image processor returns as `backscatter_db` (physical power), or the model input itself (the
-    SAR-W-MixMAE authors' code). `P_norm` is `P` normalized to [0, 1] by each image's own min and max over its valid
-    pixels (or `clip(P / backscatter_global_max, 0, 1)`). Dark pixels (water, smooth surfaces) weigh most (`w = 1`),
-    the brightest least (`w = exp(-1 / tau)`). With `loss_weighting="none"` every valid pixel weighs 1 (plain MixMAE).
-    The weight is a constant of the loss: no gradient flows through it.
+    `w = exp(s * (1 - lin_n))` per pixel and band, with `lin = 10 ** (dB / 10)` the linear backscatter power and
+    `lin_n = (lin - min) / (max - min + 1e-6)` its min-max normalization over each image's height and width, for each
+    band (`backscatter_channel_mode="per_channel"`) or for the band-averaged power (`"shared_avg"`, one map for all
+    bands). So `w` lies in `[1, e**s]`, and dark pixels (water, smooth surfaces) weigh most. The dB values are read
+    from the input `config.backscatter_power_source` names: the calibrated, clipped sigma0 in dB that the image
+    processor returns as `backscatter_db` (physical power), or the model input itself (the authors' code). With
+    `loss_weighting="none"` every value weighs 1 (plain MixMAE).
+
+    Invalid pixels (`pixel_mask` False) weigh 0, are left out of the min and max, and are not counted in the mean;
+    without a mask the loss is exactly `mean(w * error**2)` over every value. The weight is a constant of the loss:
+    no gradient flows through it.
     """
+
+    # Added to max - min in the normalization, as in the authors' code (it also keeps a flat image finite).
+    normalization_eps = 1e-6
 
     def __init__(self, config: SarMixMAEConfig):
         super().__init__()
         self.weighting = config.loss_weighting
         self.power_source = config.backscatter_power_source
-        self.tau = config.backscatter_tau
-        self.normalization = config.backscatter_normalization
-        self.global_max = config.backscatter_global_max or 10.0 ** (DEFAULT_CLIP_DB[1] / 10.0)
-        self.reduction = config.loss_reduction
+        self.channel_mode = config.backscatter_channel_mode
+        self.scale = config.backscatter_weight_scale
 
     @property
     def needs_backscatter_db(self) -> bool:
@@ -957,39 +972,50 @@ class BackscatterWeightedMSE(nn.Module):
     def pixel_weights(
         self, pixel_values: torch.Tensor, backscatter_db: torch.Tensor | None, pixel_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        """`(B, 1, H, W)` float32 weights; 0 where `pixel_mask` is False.
+        """`(B, C, H, W)` weights (float32, or float64 for float64 inputs), 0 where `pixel_mask` is False.
 
         `pixel_values` and `backscatter_db` are `(B, C, H, W)`; `backscatter_db` is read only when
         [`needs_backscatter_db`].
         """
-        batch, _, height, width = pixel_values.shape
-        valid = (
-            torch.ones(batch, 1, height, width, dtype=torch.bool, device=pixel_values.device)
-            if pixel_mask is None
-            else pixel_mask.reshape(batch, 1, height, width).to(torch.bool)
-        )
+        batch, channels, height, width = pixel_values.shape
+        valid = None if pixel_mask is None else pixel_mask.reshape(batch, 1, height, width).to(torch.bool)
         if self.weighting == "none":
-            return valid.float()
+            dtype = torch.promote_types(pixel_values.dtype, torch.float32)
+            ones = torch.ones(batch, channels, height, width, dtype=dtype, device=pixel_values.device)
+            return ones if valid is None else ones * valid
         decibels = backscatter_db if self.power_source == "backscatter_db" else pixel_values
-        power = torch.pow(10.0, decibels.detach().float() / 10.0).mean(dim=1, keepdim=True)
-        if self.normalization == "per_image":
-            big = torch.finfo(power.dtype).max
-            low = power.masked_fill(~valid, big).amin(dim=(1, 2, 3), keepdim=True)
-            high = power.masked_fill(~valid, -big).amax(dim=(1, 2, 3), keepdim=True)
-            span = (high - low).clamp_min(torch.finfo(power.dtype).tiny)
-            normalized = ((power - low) / span).clamp(0.0, 1.0)
+        # at least float32 (10 ** (dB / 10) spans decades: half precision would flatten it), float64 kept
+        decibels = decibels.detach().to(torch.promote_types(decibels.dtype, torch.float32))
+        power = torch.pow(10.0, decibels / 10.0)
+        if self.channel_mode == "shared_avg":
+            power = power.mean(dim=1, keepdim=True)
+        if valid is None:
+            low = power.amin(dim=(-2, -1), keepdim=True)
+            high = power.amax(dim=(-2, -1), keepdim=True)
         else:
-            normalized = (power / self.global_max).clamp(0.0, 1.0)
-        return torch.exp(-normalized / self.tau) * valid
+            low = power.masked_fill(~valid, math.inf).amin(dim=(-2, -1), keepdim=True)
+            high = power.masked_fill(~valid, -math.inf).amax(dim=(-2, -1), keepdim=True)
+        normalized = (power - low) / (high - low + self.normalization_eps)
+        weights = torch.exp(self.scale * (1.0 - normalized))
+        if valid is not None:
+            # where, not a product: an image without a valid pixel has an infinite min and would give NaN * 0
+            weights = torch.where(valid, weights, 0.0)
+        return weights.expand(batch, channels, height, width)
 
-    def forward(self, prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """`prediction`, `target` `(B, L, P*P*C)`; `weights` `(B, L, P*P*C)` already broadcast to every value."""
-        error = (prediction.float() - target.float()) ** 2
-        weighted = (error * weights).sum()
-        if self.reduction == "weighted_mean":
-            return weighted / weights.sum().clamp_min(1e-12)
-        count = (weights > 0).sum().clamp_min(1)
-        return weighted / count
+    def forward(
+        self,
+        prediction: torch.Tensor,
+        target: torch.Tensor,
+        weights: torch.Tensor,
+        num_valid_values: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`prediction`, `target`, `weights` `(B, L, P*P*C)`. `num_valid_values`: how many values have a valid pixel
+        (with a `pixel_mask`); the mean is over those (the others weigh 0), else over every value."""
+        dtype = torch.promote_types(prediction.dtype, torch.float32)
+        weighted = (prediction.to(dtype) - target.to(dtype)).square_().mul_(weights)
+        if num_valid_values is None:
+            return weighted.mean()
+        return weighted.sum() / num_valid_values.clamp_min(1)
 
 
 class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
@@ -1048,7 +1074,7 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         return random_mixing_mask(units, ratio, device=device, generator=generator)
 
     def targets(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        target = self.patchify(pixel_values.float())
+        target = self.patchify(pixel_values.to(torch.promote_types(pixel_values.dtype, torch.float32)))
         if self.config.norm_pix_loss:
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True, unbiased=True)
@@ -1071,7 +1097,8 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Normalized backscatter, as produced by `SarImageProcessor`.
         pixel_mask (`torch.BoolTensor` of shape `(batch_size, height, width)`, *optional*):
-            Valid pixels; invalid ones (nodata) weigh 0 in the loss.
+            Valid pixels; invalid ones (nodata) weigh 0 in the loss, take no part in the backscatter weight's min and
+            max, and are not counted in the mean. Without it every pixel is valid (the authors' code has no mask).
         backscatter_db (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`, *optional*):
             The calibrated sigma0 in dB, clipped to the processor's range, that `pixel_values` standardizes (0.0 where
             invalid): `SarImageProcessor(...)(images, return_backscatter_db=True)["backscatter_db"]`. The backscatter
@@ -1127,10 +1154,8 @@ class SarMixMAEForPreTraining(SarMixMAEPreTrainedModel):
         logits = self.decoder_pred(self.decoder_norm(gather_dual_reconstruction(decoded, flat_mask)))
 
         weights = self.loss_fn.pixel_weights(pixel_values, backscatter_db, pixel_mask)
-        weights_per_value = self.patchify(weights)
-        if self.config.num_channels > 1:
-            weights_per_value = weights_per_value.repeat_interleave(self.config.num_channels, dim=-1)
-        loss = self.loss_fn(logits, self.targets(pixel_values), weights_per_value)
+        num_valid_values = None if pixel_mask is None else pixel_mask.sum() * self.config.num_channels
+        loss = self.loss_fn(logits, self.targets(pixel_values), self.patchify(weights), num_valid_values)
 
         return SarMixMAEForPreTrainingOutput(
             loss=loss,

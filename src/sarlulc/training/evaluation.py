@@ -13,8 +13,9 @@ Everything is accumulated as integer counts, window by window, so a scene of any
 a ``(K+1, K+1)`` confusion matrix (:func:`sarlulc.metrics.confusion_matrix`, turned into metrics by
 :func:`sarlulc.metrics.metrics_from_confusion`, the semantics of the ``sar_lulc_iou`` metric) and four boundary counts.
 
-**Rare-class IoU**: the mean IoU of the classes that make up less than ``rare_threshold`` (2 %) of the *training*
-pixels (``config.class_frequencies`` of the checkpoint), NaN-skipping like mIoU.
+**Rare-class IoU** and **rare-class recall**: the mean IoU and the mean recall (per-class accuracy) of the classes that
+make up less than ``rare_threshold`` (2 %) of the *training* pixels (``config.class_frequencies`` of the checkpoint),
+NaN-skipping like mIoU (a rare class absent from the evaluated reference has no recall).
 
 **Boundary F1 on thin structures** (ours; the paper reports qualitative gains on roads, rivers and canals), computed
 class by class and summed over the classes:
@@ -65,6 +66,7 @@ from ..metrics import confusion_matrix, metrics_from_confusion
 from .batches import TileNormalization, collate_tiles, is_saved_dataset, label_id_remap, spatial_split, training_view
 
 __all__ = [
+    "RARE_THRESHOLD",
     "REPORT_FILENAMES",
     "EvaluationArguments",
     "InferenceArguments",
@@ -72,9 +74,11 @@ __all__ = [
     "boundary_counts",
     "check_evaluation_arguments",
     "class_boundary",
+    "class_shares",
     "evaluate_and_summarize",
     "evaluate_tiles",
     "load_checkpoint",
+    "rare_class_ids",
     "run_evaluation",
     "scheme_for_model",
     "score_map",
@@ -83,6 +87,9 @@ __all__ = [
 ]
 
 REPORT_FILENAMES = {"json": "eval_report.json", "markdown": "per_class.md", "confusion": "confusion_matrix.png"}
+
+RARE_THRESHOLD = 0.02
+"""A class with a smaller share of the training pixels is rare (rare-class IoU and recall)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -202,13 +209,25 @@ class SegmentationTally:
         return {"boundary_precision_thin": precision, "boundary_recall_thin": recall, "boundary_f1_thin": f1}
 
 
+def class_shares(class_frequencies: Sequence[int]) -> np.ndarray:
+    """Each class's share of the pixels counted in ``class_frequencies`` (zeros when nothing was counted)."""
+    counts = np.asarray(class_frequencies, dtype=np.float64)
+    return counts / counts.sum() if counts.sum() else np.zeros_like(counts)
+
+
+def rare_class_ids(class_frequencies: Sequence[int], rare_threshold: float = RARE_THRESHOLD) -> list[int]:
+    """The rare classes: those with a share of the training pixels (``class_frequencies``) under ``rare_threshold``."""
+    return [i for i, share in enumerate(class_shares(class_frequencies)) if share < rare_threshold]
+
+
 def segmentation_report(
     tally: SegmentationTally,
     scheme: ClassScheme,
     class_frequencies: list[int] | None = None,
-    rare_threshold: float = 0.02,
+    rare_threshold: float = RARE_THRESHOLD,
 ) -> dict[str, Any]:
-    """Every metric of a tally: mIoU and per-class IoU / F1 / accuracy, water metrics, rare-class IoU, boundary F1.
+    """Every metric of a tally: mIoU and per-class IoU / F1 / accuracy, water metrics, rare-class IoU and recall,
+    boundary F1.
 
     Args:
         tally: the counts.
@@ -243,13 +262,16 @@ def segmentation_report(
         "boundary_definition": {"thin_width_px": tally.thin_width, "tolerance_px": tally.tolerance},
     }
     if class_frequencies is not None:
-        counts = np.asarray(class_frequencies, dtype=np.float64)
-        shares = counts / counts.sum() if counts.sum() else np.zeros_like(counts)
-        rare = [i for i, share in enumerate(shares) if share < rare_threshold]
+        shares = class_shares(class_frequencies)
+        rare = rare_class_ids(class_frequencies, rare_threshold)
         rare_iou = [result["per_category_iou"][i] for i in rare if not math.isnan(result["per_category_iou"][i])]
+        rare_recall = [
+            result["per_category_accuracy"][i] for i in rare if not math.isnan(result["per_category_accuracy"][i])
+        ]
         report["train_share"] = {name: float(shares[i]) for i, name in enumerate(scheme.names)}
         report["rare_classes"] = [scheme.names[i] for i in rare]
         report["rare_class_iou"] = float(np.mean(rare_iou)) if rare_iou else math.nan
+        report["rare_class_recall"] = float(np.mean(rare_recall)) if rare_recall else math.nan
         report["rare_threshold"] = rare_threshold
     return report
 

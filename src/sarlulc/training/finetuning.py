@@ -62,6 +62,7 @@ from .common import (
     save_arguments,
 )
 from .configs import build_config, parse_overrides
+from .data_record import record_training_data, training_data_record
 from .loop import (
     LoopArguments,
     TrainingHooks,
@@ -298,6 +299,8 @@ def _finetune(
     train_histogram = remap_histogram(train_histogram, label_remap)
     eval_where = f"split {args.eval_split!r} of {tile_args.train_data}"
     eval_histogram = remap_histogram(eval_histogram, label_id_remap(eval_tiles, scheme, eval_where))
+    # The fine-tuning data is what the finished model predicts: its record replaces a pretraining checkpoint's.
+    record_training_data(processor, training_data_record(tile_args.train_data, tile_args.labels))
     check_label_ids(train_histogram, scheme, train_where)
     check_label_ids(eval_histogram, scheme, eval_where)
     config.class_frequencies = train_histogram[: scheme.num_classes].tolist()

@@ -42,6 +42,7 @@ from .common import (
     save_arguments,
 )
 from .configs import build_config, parse_overrides
+from .data_record import record_training_data, training_data_record
 from .loop import LoopArguments, TrainingHooks, TrainResult, check_loop_arguments, create_accelerator, train
 
 __all__ = [
@@ -128,6 +129,7 @@ def _pretrain(
             f"{config.num_channels}"
         )
     processor = SarImageProcessor.from_band_statistics(statistics)
+    record_training_data(processor, training_data_record(tile_args.train_data, tile_args.labels))
     normalization = TileNormalization.from_processor(processor)
 
     set_seed(loop_args.seed)
