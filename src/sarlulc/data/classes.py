@@ -241,6 +241,43 @@ class ClassScheme:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
 
+def class_id_remap(source: ClassScheme, target: ClassScheme) -> np.ndarray:
+    """A lookup table taking class ids of ``source`` to class ids of ``target``: ``target_ids = table[source_ids]``.
+
+    Labels tiled with one scheme serve a task with another when the target is derivable from the source: every class
+    of ``source`` gathers source codes that all land in one class of ``target`` (or all in none: those pixels become
+    ``target.ignore_index``). ``lulc-9`` -> ``water`` is derivable (Water stays water, every other class is "not
+    water"), and so is ``jaxa-14`` -> ``lulc-9``; ``lulc-9`` -> ``jaxa-14`` is not (Built-up gathers codes 2 and 14).
+    Both schemes are taken to describe the same label-raster codes, as they do when one raster is tiled with either.
+
+    Returns:
+        uint8 array ``(256,)``; ``source.ignore_index`` and ids beyond ``source``'s classes map to
+        ``target.ignore_index``.
+
+    Raises:
+        ValueError: ``target`` is not derivable from ``source`` (naming the first class that splits), or a scheme has
+            no source codes (built from a model's class names alone).
+    """
+    table = np.full(256, target.ignore_index, dtype=np.uint8)
+    if source == target:
+        table[: source.num_classes] = np.arange(source.num_classes, dtype=np.uint8)
+        return table
+    for scheme in (source, target):
+        if not scheme.has_source_codes:
+            raise ValueError(f"class scheme {scheme.name!r} has no source codes; its ids cannot be remapped")
+    code_to_target = target.code_to_id()
+    for cls in source.classes:
+        landing = {code_to_target.get(code, target.ignore_index) for code in cls.codes}
+        if len(landing) != 1:
+            names = sorted(target.id2label.get(i, "ignored") for i in landing)
+            raise ValueError(
+                f"class {cls.name!r} of the class scheme {source.name!r} (codes {list(cls.codes)}) falls into several "
+                f"classes of {target.name!r} ({', '.join(names)}); {target.name!r} cannot be derived from it"
+            )
+        table[cls.id] = landing.pop()
+    return table
+
+
 def _scheme(name: str, groups: Sequence[tuple[str, tuple[int, int, int], tuple[int, ...]]], water: str | None):
     return ClassScheme(
         name=name,

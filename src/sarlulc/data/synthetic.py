@@ -62,6 +62,7 @@ from ..files import (
     verify_raster_complete,
 )
 from ..models.image_processing_sar import BACKSCATTER_TAG, POLARIZATIONS_TAG
+from ..scale import SMALL_SCENE_SIZE, scaled
 from .alos2 import CALIBRATION_FACTOR_TAG, DEFAULT_CALIBRATION_FACTOR, INPUT_KIND_TAG, db_to_dn
 from .classes import JAXA_SOURCE_CLASSES, JAXA_SOURCE_COLORS
 
@@ -1004,6 +1005,7 @@ def generate_scene(
         OutputWriteError: the files could not be written completely (a full disk); nothing was replaced.
     """
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    height, width = scaled(height, SMALL_SCENE_SIZE), scaled(width, SMALL_SCENE_SIZE)  # SARLULC_DOCS_SMALL
     config = SyntheticSceneConfig(
         height=height,
         width=width,

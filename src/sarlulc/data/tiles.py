@@ -9,7 +9,11 @@ the raster's edge are padded with invalid pixels; tiles whose share of valid sce
 * ``valid_mask`` -- ``Array2D((T, T), "uint8")``: 1 where the scene pixel is valid in every band;
 * ``label`` -- ``Array2D((T, T), "uint8")``: class ids of the :class:`~sarlulc.data.classes.ClassScheme`, 255 where
   unlabeled (unknown code, label nodata, invalid scene pixel, padding). A scene without a label raster (pretraining)
-  gets an all-255 label, so labeled and unlabeled scenes share one schema and can be mixed;
+  gets an all-255 label, so labeled and unlabeled scenes share one schema and can be mixed. The feature records its
+  scheme: its ``id`` is the scheme as JSON (:meth:`ClassScheme.to_dict`), read back by :func:`label_scheme`. It lives
+  in the dataset's schema, so it survives ``save_to_disk`` / ``load_from_disk``, streaming and column selection, and a
+  task with another scheme can remap the ids when its scheme derives from the recorded one
+  (:func:`sarlulc.data.classes.class_id_remap`);
 * ``crs`` -- ``Value("string")``: the scene's CRS, ``"EPSG:xxxx"`` when it has an EPSG code, WKT otherwise;
 * ``transform`` -- ``List(Value("float64"), length=6)``: the tile's own affine ``(a, b, c, d, e, f)`` (rasterio order);
 * ``row_off``, ``col_off`` -- ``Value("int64")``: the tile's origin in the scene, in pixels;
@@ -73,6 +77,7 @@ __all__ = [
     "datasets_progress_bars",
     "find_scene_sources",
     "iter_tiles",
+    "label_scheme",
     "resolve_sources",
     "shard_for_process",
     "split_tile_dataset",
@@ -309,13 +314,14 @@ class SpatialSplit:
 # ----------------------------------------------------------------------------------------------------------------------
 # Tile generation
 # ----------------------------------------------------------------------------------------------------------------------
-def tile_features(channels: int, tile_size: int) -> datasets.Features:
-    """The explicit schema of tile datasets (see the module docstring)."""
+def tile_features(channels: int, tile_size: int, scheme: ClassScheme | None = None) -> datasets.Features:
+    """The explicit schema of tile datasets (see the module docstring); ``scheme`` is recorded in the label feature."""
+    scheme_record = None if scheme is None else json.dumps(scheme.to_dict(), sort_keys=True)
     return datasets.Features(
         {
             "image": datasets.Array3D((channels, tile_size, tile_size), "float32"),
             "valid_mask": datasets.Array2D((tile_size, tile_size), "uint8"),
-            "label": datasets.Array2D((tile_size, tile_size), "uint8"),
+            "label": datasets.Array2D((tile_size, tile_size), "uint8", id=scheme_record),
             "crs": datasets.Value("string"),
             "transform": datasets.List(datasets.Value("float64"), length=6),
             "row_off": datasets.Value("int64"),
@@ -479,7 +485,7 @@ def _fingerprint(sources: list[SceneSource], spec: _TileSpec, split_name: str | 
         "sources": [[s.scene, s.labels, s.id, _file_stamp(s.scene), _file_stamp(s.labels)] for s in sources],
         "spec": {**spec.__dict__, "progress": None},
         "split_name": split_name,
-        "version": 2,
+        "version": 3,  # 3: the label feature records the class scheme
     }
     return hashlib.blake2b(json.dumps(content, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
@@ -505,7 +511,7 @@ def _build(
     streaming: bool,
     cache_dir: str | Path | None,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    features = tile_features(channels, spec.tile_size)
+    features = tile_features(channels, spec.tile_size, ClassScheme.from_dict(spec.scheme))
     gen_kwargs = {"sources": [s.__dict__ for s in sources], "spec": spec.__dict__, "split_name": split_name}
     split = datasets.NamedSplit(split_name or "train")
     if streaming:
@@ -688,6 +694,24 @@ def split_tile_dataset(
     channels = _check_sources(resolved, spec)
     parts = {name: _build(resolved, spec, channels, name, streaming, cache_dir) for name in split.names}
     return datasets.IterableDatasetDict(parts) if streaming else datasets.DatasetDict(parts)
+
+
+def label_scheme(dataset: datasets.Dataset | datasets.IterableDataset) -> ClassScheme | None:
+    """The class scheme a tile dataset's labels were encoded with, as recorded in its ``label`` feature.
+
+    ``None`` for a dataset without the record (tiled before schemes were recorded, or built by hand).
+
+    Raises:
+        SarLulcDataError: the record is there but is not a class scheme.
+    """
+    features = dataset.features
+    record = getattr(features.get("label"), "id", None) if features is not None else None
+    if not record:
+        return None
+    try:
+        return ClassScheme.from_dict(json.loads(record))
+    except (ValueError, TypeError) as err:
+        raise SarLulcDataError(f"the label column records a class scheme that cannot be read: {err}") from err
 
 
 # ----------------------------------------------------------------------------------------------------------------------

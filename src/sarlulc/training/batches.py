@@ -13,6 +13,11 @@ Training data is given as one path, which is either
 :class:`TileArguments` say where the tiles come from and how scenes are cut; :func:`check_tile_arguments` checks them
 before anything heavy and :func:`load_training_splits` loads the splits they describe.
 
+A saved dataset keeps the class ids of the scheme it was tiled with, and records that scheme
+(:func:`sarlulc.data.tiles.label_scheme`). A task with another scheme uses it when its scheme derives from the recorded
+one (water from lulc-9 tiles: Water vs the rest): :func:`label_id_remap` gives the id lookup table, which
+:func:`collate_tiles` and :func:`remap_histogram` apply on the fly; the stored tiles are never rewritten.
+
 Batches stay in sigma0 dB until the training step: augmentation (:mod:`sarlulc.training.augment`) works in dB, and
 :class:`TileNormalization` then applies the image processor's clip and standardization on the accelerator's device.
 """
@@ -31,8 +36,8 @@ from tqdm.auto import tqdm
 
 from sarlulc_cli.arguments import SpatialSplitArguments, TileArguments
 
-from ..data.classes import ClassScheme
-from ..data.tiles import SpatialSplit, datasets_progress_bars, split_tile_dataset, tile_dataset
+from ..data.classes import ClassScheme, class_id_remap
+from ..data.tiles import SpatialSplit, datasets_progress_bars, label_scheme, split_tile_dataset, tile_dataset
 from ..errors import UsageError, as_usage_error
 
 __all__ = [
@@ -44,8 +49,10 @@ __all__ = [
     "collate_tiles",
     "is_saved_dataset",
     "label_histogram",
+    "label_id_remap",
     "load_tile_splits",
     "load_training_splits",
+    "remap_histogram",
     "spatial_split",
     "training_view",
 ]
@@ -175,8 +182,13 @@ def training_view(dataset: datasets.Dataset, with_labels: bool) -> datasets.Data
     return dataset.select_columns(columns).with_format("numpy", dtype=None)
 
 
-def collate_tiles(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+def collate_tiles(examples: Sequence[dict[str, Any]], label_remap: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Stack tile examples into a batch.
+
+    Args:
+        examples: tile examples (``image``, ``valid_mask`` and optionally ``label``).
+        label_remap: a ``(256,)`` uint8 lookup table from :func:`label_id_remap` applied to the stored label ids, or
+            ``None`` to keep them.
 
     Returns:
         ``images`` ``(B, C, T, T)`` float32 sigma0 dB (0.0 where invalid), ``valid`` ``(B, T, T)`` bool and, if the
@@ -187,7 +199,10 @@ def collate_tiles(examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]
         "valid": torch.from_numpy(np.stack([np.asarray(e["valid_mask"]) for e in examples])).bool(),
     }
     if "label" in examples[0]:
-        batch["labels"] = torch.from_numpy(np.stack([np.asarray(e["label"]) for e in examples])).long()
+        labels = np.stack([np.asarray(e["label"], dtype=np.uint8) for e in examples])
+        if label_remap is not None:
+            labels = label_remap[labels]
+        batch["labels"] = torch.from_numpy(labels).long()
     return batch
 
 
@@ -256,3 +271,31 @@ def check_label_ids(histogram: np.ndarray, scheme: ClassScheme, where: str) -> N
         )
     if not histogram[: scheme.num_classes].any():
         raise UsageError(f"{where} has no labeled pixel (every label is {scheme.ignore_index}); it cannot train")
+
+
+def label_id_remap(dataset: Any, scheme: ClassScheme, where: str) -> np.ndarray | None:
+    """The lookup table taking the dataset's stored label ids to ids of ``scheme``, or ``None`` when none is needed.
+
+    ``None`` when the dataset records no scheme (its ids are then checked by :func:`check_label_ids` as they are) or
+    records ``scheme`` itself.
+
+    Raises:
+        UsageError: the recorded scheme is another one, from which ``scheme`` cannot be derived.
+    """
+    recorded = label_scheme(dataset)
+    if recorded is None or recorded == scheme:
+        return None
+    try:
+        return class_id_remap(recorded, scheme)
+    except ValueError as err:
+        raise UsageError(
+            f"{where} has labels of the class scheme {recorded.name!r} but the task's class scheme is {scheme.name!r}: "
+            f"{err}; the data was tiled with another class scheme: re-tile it for this task or choose the matching task"
+        ) from err
+
+
+def remap_histogram(histogram: np.ndarray, label_remap: np.ndarray | None) -> np.ndarray:
+    """The label histogram ``(256,)`` of the ids after ``label_remap`` (unchanged when it is ``None``)."""
+    if label_remap is None:
+        return histogram
+    return np.bincount(label_remap, weights=histogram, minlength=256).astype(np.int64)

@@ -40,6 +40,7 @@ Boundaries are found tile (window) by tile, so a structure cut by a tile edge is
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -64,7 +65,7 @@ from ..data.tiles import split_tile_dataset, tile_windows
 from ..errors import SarLulcDataError, UsageError, as_usage_error
 from ..files import atomic_output, write_json, write_text_atomic
 from ..metrics import confusion_matrix, metrics_from_confusion
-from .batches import TileNormalization, collate_tiles, is_saved_dataset, spatial_split, training_view
+from .batches import TileNormalization, collate_tiles, is_saved_dataset, label_id_remap, spatial_split, training_view
 
 __all__ = [
     "RARE_THRESHOLD",
@@ -327,10 +328,16 @@ def evaluate_tiles(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    label_remap: np.ndarray | None = None,
 ) -> SegmentationTally:
-    """Fold the model's predictions on a tile ``datasets.Dataset`` (columns image, valid_mask, label) into ``tally``."""
+    """Fold the model's predictions on a tile ``datasets.Dataset`` (columns image, valid_mask, label) into ``tally``.
+
+    ``label_remap`` (from :func:`sarlulc.training.batches.label_id_remap`) takes the stored label ids to the model's.
+    """
     loader = torch.utils.data.DataLoader(
-        training_view(tiles, with_labels=True), batch_size=batch_size, collate_fn=collate_tiles
+        training_view(tiles, with_labels=True),
+        batch_size=batch_size,
+        collate_fn=functools.partial(collate_tiles, label_remap=label_remap),
     )
     batches = tqdm(loader, desc="evaluating tiles", unit="batch", disable=not progress)
     return _fold_batches(model, normalization, batches, tally, device)
@@ -578,6 +585,8 @@ def _evaluate_saved_tiles(
     if name not in splits or len(splits[name]) == 0:
         raise UsageError(f"no tile in split {name!r} (splits: {dict(splits.num_rows)})")
     tally = SegmentationTally(scheme.num_classes, scheme.ignore_index, **tally_options)
+    # A water model scores on tiles made for the LULC task: their recorded scheme is remapped to the model's.
+    label_remap = label_id_remap(splits[name], scheme, f"split {name!r} of {args.data}")
     evaluate_tiles(
         model,
         splits[name],
@@ -587,6 +596,7 @@ def _evaluate_saved_tiles(
         batch_size=inference_args.batch_size or (8 if device.type == "cuda" else 2),
         device=device,
         progress=not args.disable_tqdm,
+        label_remap=label_remap,
     )
     return tally, scheme, model.config.class_frequencies
 

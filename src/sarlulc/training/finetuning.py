@@ -12,6 +12,7 @@ processes with ``gather_for_metrics``). The best model by mIoU (LULC) or IoU_wat
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -47,7 +48,9 @@ from .batches import (
     check_tile_arguments,
     collate_tiles,
     label_histogram,
+    label_id_remap,
     load_training_splits,
+    remap_histogram,
     spatial_split,
     training_view,
 )
@@ -289,11 +292,17 @@ def _finetune(
         histograms = label_histogram(train_tiles, progress=progress), label_histogram(eval_tiles, progress=progress)
         return *histograms, _processor(args, train_tiles, progress)
 
+    train_where = f"split {args.train_split!r} of {tile_args.train_data}"
+    # Tiles made for another task serve this one when its scheme derives from theirs (water from lulc-9 tiles).
+    label_remap = label_id_remap(train_tiles, scheme, train_where)
     train_histogram, eval_histogram, processor = computed_on_main_process(accelerator, statistics)
+    train_histogram = remap_histogram(train_histogram, label_remap)
+    eval_where = f"split {args.eval_split!r} of {tile_args.train_data}"
+    eval_histogram = remap_histogram(eval_histogram, label_id_remap(eval_tiles, scheme, eval_where))
     # The fine-tuning data is what the finished model predicts: its record replaces a pretraining checkpoint's.
     record_training_data(processor, training_data_record(tile_args.train_data, tile_args.labels))
-    check_label_ids(train_histogram, scheme, f"split {args.train_split!r} of {tile_args.train_data}")
-    check_label_ids(eval_histogram, scheme, f"split {args.eval_split!r} of {tile_args.train_data}")
+    check_label_ids(train_histogram, scheme, train_where)
+    check_label_ids(eval_histogram, scheme, eval_where)
     config.class_frequencies = train_histogram[: scheme.num_classes].tolist()
     if config.backbone_config.num_channels != processor.num_channels:
         raise UsageError(
@@ -307,7 +316,7 @@ def _finetune(
     save_arguments(accelerator, loop_args.output_dir, args, tile_args, augment_args, loop_args, split_args)
     hooks = TrainingHooks(
         run_name=f"finetune-{args.task}",
-        collate_fn=collate_tiles,
+        collate_fn=collate_tiles if label_remap is None else functools.partial(collate_tiles, label_remap=label_remap),
         compute_loss=lambda m, batch, gen: finetuning_loss(m, batch, gen, normalization, augment),
         evaluate=_evaluation(metric, normalization, scheme),
         selection_metric="iou_water" if args.task == "water" else "mean_iou",

@@ -61,6 +61,7 @@ from ..files import (
     verify_and_replace,
     write_json,
 )
+from ..scale import SMALL_TRAIN_STEPS, scaled
 from .trackers import make_trackers, validate_report_to
 
 __all__ = [
@@ -514,7 +515,7 @@ class _TrainingRun:
             )
         self.train_loader = accelerator.prepare(train_loader)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / args.gradient_accumulation_steps)
-        self.max_steps = args.max_train_steps or args.num_train_epochs * self.steps_per_epoch
+        self.max_steps = scaled(args.max_train_steps or args.num_train_epochs * self.steps_per_epoch, SMALL_TRAIN_STEPS)
         self.num_epochs = math.ceil(self.max_steps / self.steps_per_epoch)
         warmup = args.warmup_steps if args.warmup_steps is not None else math.ceil(args.warmup_ratio * self.max_steps)
 
