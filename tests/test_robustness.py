@@ -497,3 +497,50 @@ def test_a_closed_pipe_is_a_quiet_exit(tmp_path):
         timeout=300,
     )
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_gdal_does_not_print_its_own_line_before_the_commands_one(tmp_path):
+    """GDAL's default handler printed ``ERROR 1: PROJ: ...`` before the command's error; the CLI routes it away
+    (``CPL_LOG``) unless SARLULC_GDAL_LOG is set, which is also the negative control: then GDAL's line is there."""
+    argv = ("synth", "--out", str(tmp_path / "s"), "--crs", "EPSG:99999", "--no_progress")
+    done = cli(*argv)
+    assert done.returncode == 2
+    assert [line for line in done.stderr.splitlines() if line.strip()] == error_lines(done.stderr)
+    assert len(error_lines(done.stderr)) == 1
+    shown = subprocess.run(
+        [sys.executable, "-m", "sarlulc_cli", *argv],
+        capture_output=True,
+        text=True,
+        env={**ENV, "SARLULC_GDAL_LOG": "1"},
+        timeout=300,
+    )
+    assert shown.returncode == 2 and "ERROR 1: PROJ" in shown.stderr
+
+
+@pytest.mark.parametrize(
+    "config, needle",
+    [
+        ({"model_type": "foo_bar", "auto_map": {"AutoConfig": "foo.FooConfig"}}, "not a sarlulc"),
+        ({"model_type": "bert"}, "not a sarlulc"),
+        ("{not json", "not valid JSON"),
+    ],
+    ids=["custom-code", "another-model", "broken-json"],
+)
+def test_a_foreign_checkpoint_is_one_line_for_predict_and_evaluate(scene, tmp_path, config, needle, capsys):
+    folder = tmp_path / "foreign"
+    folder.mkdir()
+    (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    for argv in (
+        ["predict", str(folder), str(scene), str(tmp_path / "m.tif"), "--no_progress"],
+        ["evaluate", "--model_dir", str(folder), "--scene", str(scene), "--labels", str(scene)],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        (line,) = error_lines(err)
+        assert "Traceback" not in err and "trust_remote_code" not in err, err
+        assert str(folder) in line, line  # names the input
+        if argv[0] == "evaluate":
+            assert needle in line, line
+        else:
+            assert "sar_lulc" in line or "sarlulc" in line or "cannot be read" in line, line
+    assert not (tmp_path / "m.tif").exists()

@@ -160,7 +160,16 @@ def _from_folder(folder: Path) -> torch.nn.Module:
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     except (ValueError, OSError, KeyError) as err:
-        raise ValueError(f"checkpoint {folder}: its {MODEL_CONFIG} cannot be read as a model config ({err})") from err
+        if "trust_remote_code" in str(err):
+            # transformers' advice (pass trust_remote_code=True) is for other models' code, which sarlulc never runs.
+            raise ValueError(
+                f"checkpoint {folder} is not a sarlulc checkpoint: its {MODEL_CONFIG} names a model type with its own "
+                "code; expected a folder written by `sarlulc finetune` (or save_pretrained of a sarlulc model)"
+            ) from err
+        reason = " ".join(str(err).split())  # one line, whatever the library's message spans
+        raise ValueError(
+            f"checkpoint {folder}: its {MODEL_CONFIG} cannot be read as a model config ({reason})"
+        ) from err
     _check_segmentation_config(config, f"checkpoint {folder}")
     if type(config) not in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING:
         raise ValueError(

@@ -90,6 +90,7 @@ def _run(command: Command, records: tuple, prog: str) -> int:
     from sarlulc.errors import OutputWriteError, SarLulcDataError, UsageError  # the library (and torch) load only now
     from sarlulc.files import Terminated, termination_as_interrupt
 
+    _quiet_gdal_log()  # before the library loads GDAL
     target = resolve(command.target)
     user_errors = (UsageError, SarLulcDataError, *command.user_errors)
     external_errors = tuple(resolve(command.external_errors)) if command.external_errors else ()
@@ -118,6 +119,21 @@ def _run(command: Command, records: tuple, prog: str) -> int:
     except BrokenPipeError:
         return _broken_pipe()
     return status if type(status) is int else 0  # a returned bool or None is no status
+
+
+GDAL_LOG_ENV = "SARLULC_GDAL_LOG"
+"""Set to 1 to see the messages GDAL's default handler prints (``ERROR 1: PROJ: ...``) while a command runs."""
+
+
+def _quiet_gdal_log() -> None:
+    """Keep GDAL's default error handler off stderr while a command runs (unless :data:`GDAL_LOG_ENV` is set).
+
+    Outside rasterio's own calls GDAL prints its errors itself (``ERROR 1: PROJ: crs not found`` before the
+    command's one line that says the same). Nothing is lost: a GDAL failure raises in rasterio and is reported in one
+    line, and what GDAL only logs (a block it could not write) is caught by the verification of every output before
+    its rename. ``CPL_LOG`` is GDAL's documented switch for where that handler writes."""
+    if os.environ.get(GDAL_LOG_ENV, "") in ("", "0"):
+        os.environ.setdefault("CPL_LOG", os.devnull)
 
 
 def _broken_pipe() -> int:

@@ -65,6 +65,7 @@ from ..data.tiles import split_tile_dataset, tile_windows
 from ..errors import SarLulcDataError, UsageError, as_usage_error
 from ..files import atomic_output, write_json, write_text_atomic
 from ..metrics import confusion_matrix, metrics_from_confusion
+from ..models.configuration_sar_lulc import SarLulcConfig
 from .batches import TileNormalization, collate_tiles, is_saved_dataset, label_id_remap, spatial_split, training_view
 
 __all__ = [
@@ -568,7 +569,17 @@ def _model_config(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise UsageError(f"--model_dir {model_dir}: no config.json there (give a `sarlulc finetune` output folder)")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"--model_dir {model_dir}: its config.json is not valid JSON ({err})") from err
+    if not isinstance(config, dict) or config.get("model_type") != SarLulcConfig.model_type or "id2label" not in config:
+        found = config.get("model_type") if isinstance(config, dict) else None
+        raise UsageError(
+            f"--model_dir {model_dir}: not a sarlulc segmentation checkpoint (its config.json has model_type "
+            f"{found!r}, expected {SarLulcConfig.model_type!r} with id2label); give a `sarlulc finetune` output folder"
+        )
+    return config
 
 
 def _evaluate_saved_tiles(
