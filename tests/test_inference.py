@@ -5,6 +5,7 @@ processes, bad input."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from sarlulc.data.classes import scheme_for_id2label
 from sarlulc.data.synthetic import generate_scene
 from sarlulc.errors import OutputWriteError
 from sarlulc.inference import Georeference, OutputSpec, SceneInput, output_paths, predict_scene, predict_tiled
+from sarlulc.inference.blending import STRIP_BAND_BYTES, band_bytes, plan_strips
 from sarlulc.inference.grid import TileGrid, taper
 from sarlulc.inference.outputs import OutputFiles
 from sarlulc.inference.pipeline import TileRowsJob
@@ -300,6 +302,131 @@ def test_blending_weights_never_vanish_and_neighbours_sum_to_one():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Column strips: memory bounded in width, the same maps
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("overlap, batch_size", [(16, 3), (15, 2), (0, 1)])
+def test_column_strips_run_every_tile_reaching_their_core_in_the_whole_scenes_batches(overlap, batch_size):
+    grid = TileGrid(100, 5000, 64, overlap)
+    strips = grid.strips(max_width=700, batch_size=batch_size, block=256)
+    assert len(strips) > 5
+    assert strips[0].left == 0 and strips[-1].right == 5000
+    for strip, following in itertools.pairwise(strips):
+        assert strip.right == following.left and strip.right % 256 == 0
+    global_batches = {tuple(cols) for _, cols in grid.batches(range(1), batch_size)}
+    for strip in strips:
+        assert strip.width <= 700
+        touching = [k for k, start in enumerate(grid.col_starts) if start < strip.right and start + 64 > strip.left]
+        assert set(touching) <= set(strip.cols)
+        assert {tuple(cols) for _, cols in grid.batches(range(1), batch_size, strip.cols)} <= global_batches
+        assert strip.band_left == max(grid.col_starts[strip.cols[0]], 0)
+        assert strip.band_right == min(grid.col_starts[strip.cols[-1]] + 64, 5000)
+    whole = grid.strips(max_width=5000, batch_size=batch_size, block=256)
+    assert whole == (grid.strip(0, 5000, batch_size),) and whole[0].cols == range(grid.num_cols)
+
+
+def test_only_a_band_no_strip_can_bound_is_refused_with_the_size_it_would_need():
+    grid = TileGrid(10_000, 200_000, 512, 64)
+    strips = plan_strips(grid, 9, 2, 256, planes=10)  # the default budget
+    assert len(strips) > 1 and max(band_bytes(9, 512, s.width, 10) for s in strips) <= STRIP_BAND_BYTES
+    with pytest.raises(ValueError, match=r"8192 px tiles with 9 classes need a blending band of \d+\.\d GiB"):
+        plan_strips(TileGrid(10_000, 200_000, 8192, 64), 9, 2, 256, planes=10)
+
+
+def predict_wide(model, processor, scene_path, out, **kwargs):
+    return predict_scene(
+        model,
+        scene_path,
+        out,
+        tile=64,
+        overlap=16,
+        batch_size=3,
+        image_processor=processor,
+        probabilities="classes",
+        water=True,
+        progress=False,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="module")
+def wide_scene(tmp_path_factory) -> Path:
+    """96 x 1100 px with a nodata wedge: four or five column strips under a tiny band budget."""
+    return generate_scene(tmp_path_factory.mktemp("wide"), (96, 1100), seed=4, progress=False).scene
+
+
+def test_a_scene_predicted_in_column_strips_equals_one_band_byte_for_byte(
+    model, processor, wide_scene, tmp_path, monkeypatch
+):
+    """The proof of the strips: the same tiles, batches and summation order give the same bytes in every output."""
+    from sarlulc.inference import scene as scene_module
+
+    plans = []
+
+    def spy(*args, **kwargs):
+        plans.append(plan_strips(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(scene_module, "plan_strips", spy)
+    one = predict_wide(model, processor, wide_scene, tmp_path / "one" / "map.tif")
+    budget = band_bytes(9, 64, 600, 11)  # 11 planes: classes, water, 9 probabilities
+    cut = predict_wide(model, processor, wide_scene, tmp_path / "cut" / "map.tif", max_band_bytes=budget)
+    assert len(plans[0]) == 1 and len(plans[1]) >= 3, plans
+    assert cut.tiles > one.tiles  # the tiles reaching two cores run twice
+    for key, path in output_paths(tmp_path / "cut" / "map.tif", "classes", water=True).items():
+        reference = output_paths(tmp_path / "one" / "map.tif", "classes", water=True)[key]
+        with rasterio.open(path) as stripped, rasterio.open(reference) as expected:
+            np.testing.assert_array_equal(stripped.read(), expected.read())
+            np.testing.assert_array_equal(stripped.dataset_mask(), expected.dataset_mask())
+            assert stripped.profile == expected.profile and stripped.tags() == expected.tags()
+    assert sorted(os.listdir(tmp_path / "cut")) == ["map.tif", "map_probabilities.tif", "map_water.tif"]
+
+    # Negative control: strips that run only the tiles starting inside their core (no margin) differ at the seams.
+    strip = TileGrid.strip
+
+    def without_margin(self, left, right, batch_size):
+        full = strip(self, left, right, batch_size)
+        inside = [k for k in full.cols if self.col_starts[k] >= left or k == 0]
+        return dataclasses.replace(full, cols=range(inside[0], full.cols.stop))
+
+    monkeypatch.setattr(TileGrid, "strip", without_margin)
+    predict_wide(model, processor, wide_scene, tmp_path / "bad" / "map.tif", max_band_bytes=budget)
+    bad, good = read(tmp_path / "bad" / "map_probabilities.tif")[0], read(tmp_path / "one" / "map_probabilities.tif")[0]
+    differing = np.flatnonzero((bad != good).any(axis=(0, 1)))
+    assert differing.size > 0
+    seams = [s.left for s in plans[1][1:]]
+    assert all(min(abs(column - seam) for seam in seams) < 64 for column in differing)  # only next to the seams
+
+
+def test_part_files_written_and_merged_strip_by_strip_equal_the_planes(scene, tmp_path):
+    """Several processes on a wide scene: each part takes its rows strip after strip, the merge copies one strip's
+    core after another (bounded memory at any width) into the very outputs."""
+    from sarlulc.inference.distributed import PartFile, merge_parts
+
+    georeference = Georeference(300, 700, "EPSG:32654", rasterio.transform.from_origin(0, 0, 10, 10))
+    spec = OutputSpec(
+        paths=output_paths(tmp_path / "map.tif", "confidence"),
+        scheme=scheme_for_id2label(LULC_9.id2label),
+        probabilities="confidence",
+    )
+    planes = np.random.default_rng(0).integers(0, 9, (2, 300, 700), dtype=np.uint8)
+    planes[0, :5] = 255  # nodata
+    strips = TileGrid(300, 700, 64, 16).strips(max_width=300, batch_size=2, block=256)
+    assert len(strips) == 3
+    parts = []
+    for rank, (first, end) in enumerate([(0, 130), (130, 300)]):
+        part = PartFile(spec.paths["classes"], rank, (first, end), georeference, spec.layout)
+        for strip in strips:
+            sink = part.columns(strip.left, strip.right)
+            for row in range(first, end, 50):  # slabs of rows, in order
+                sink.write(row, planes[:, row : min(row + 50, end), strip.left : strip.right])
+        part.close()
+        parts.append((first, str(part.path)))
+    merge_parts(spec, georeference, parts, overwrite=False, strips=strips)
+    np.testing.assert_array_equal(read(tmp_path / "map.tif")[0][0], planes[0])
+    np.testing.assert_array_equal(read(tmp_path / "map_confidence.tif")[0][0], planes[1])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # The pure tensor function
 # ----------------------------------------------------------------------------------------------------------------------
 def test_predict_tiled_gives_the_maps_predict_scene_writes(model, processor, scene, tmp_path):
@@ -491,8 +618,8 @@ def peak_rss_mb(scene_path: Path, out: Path, hf_home: Path) -> tuple[float, int]
 )
 def test_peak_memory_does_not_grow_with_the_scene(tmp_path, large):
     """Peak RSS of a fresh process on a 1024 x 1024 scene and on a 4x taller one: only the rows later tiles can still
-    reach are held, so the height does not matter. (The blending band grows with the width; the slow variant on a
-    16x larger 4096 x 4096 scene stays within the same bound.)"""
+    reach are held, so the height does not matter. (The band grows with the width up to the column-strip budget; the
+    slow variant on a 16x larger 4096 x 4096 scene stays within the same bound.)"""
     small_scene = generate_scene(tmp_path / "small", 1024, texture=False, speckle=False, progress=False).scene
     large_scene = generate_scene(tmp_path / "large", large, texture=False, speckle=False, progress=False).scene
     small_mb, small_tiles = peak_rss_mb(small_scene, tmp_path / "small.tif", tmp_path / "hf")

@@ -1,6 +1,6 @@
 """Whole-scene inference: sliding-window prediction over an ALOS-2 scene, written as a georeferenced class map.
 
-:func:`predict_scene` turns a scene of any size into a GeoTIFF of class ids in bounded memory::
+:func:`predict_scene` turns a scene of any size (height and width) into a GeoTIFF of class ids in bounded memory::
 
     from sarlulc.inference import predict_scene
 
@@ -43,6 +43,10 @@ How overlapping tiles are blended
     while each tile's core, where its context is best, counts fully. The weighted probabilities are summed and
     divided by the summed weights; the class map is their argmax. With ``overlap=0`` the window is all ones and the
     map is exactly each tile's own argmax.
+
+    The sums live in a band of ``tile`` rows that slides down the scene; a scene too wide for one band (over 512 MiB)
+    is predicted in column strips that run the very same tiles and batches, so memory is bounded in both dimensions
+    and the maps are the same, byte for byte.
 
 Products, conventions and GSD
     The scene is anything :func:`sarlulc.data.open_scene` opens (a GeoTIFF, a 25 m mosaic tile or its archive, an
@@ -91,9 +95,12 @@ Pipeline and memory
     scene width x K float32 that only holds the rows later tiles can still reach; when a tile row is finished, the
     rows no later tile touches are turned into uint8 planes on the device (so only bytes cross to the host) and
     handed to a **writer** thread, which writes them in whole 256-row blocks (every compressed block written once).
-    Memory is therefore bounded by the scene *width*, not its size: ``K x tile x width x 4`` bytes for the band
+    Memory is therefore bounded by the width, not the scene's size: ``K x tile x width x 4`` bytes for the band
     (151 MB for 9 classes, 512 px tiles and an 8192 px wide scene; on the GPU for a GPU model), the model's
     activations for one batch, a row of tiles or two ahead, and a GDAL block cache capped at 32 MB during the call.
+    A scene whose band would exceed 512 MiB (``max_band_bytes``) is predicted in column strips, each writing its
+    columns into the outputs, so the width is bounded too (a 200,000 px wide scene: ~1.4 GB peak RSS instead of a
+    3.6 GiB band).
     Measured (``scripts/benchmark.py scene``, BENCHMARKS.md): 1.4 GB peak RSS for a whole process predicting an
     8192 x 8192 scene on the CPU, ~0.75 GB of it the imports of torch and transformers.
 

@@ -1,14 +1,19 @@
-"""Blending tile predictions on the model's device, in a band of rows that slides down the scene.
+"""Blending tile predictions on the model's device, in a band of rows that slides down a column strip of the scene.
 
 Contract
     :class:`RowBlender` sums the window-weighted class probabilities of the tiles of consecutive tile rows into a
-    band of ``tile`` scene rows x scene width x K float32 on the model's device: the only rows later tiles can still
+    band of ``tile`` scene rows x strip width x K float32 on the model's device: the only rows later tiles can still
     reach. Tile row ``i`` touches scene rows ``[top(i), top(i) + tile)`` (:meth:`TileGrid.top`); once it is done, the
-    rows ``[top(i), top(i + 1))`` are final, :meth:`RowBlender.finish` hands them to the caller as
-    :class:`BlendedRows` (views, valid until the band slides) and moves the band down past them. Memory is therefore
-    bounded by the scene width, never by its height; :func:`check_band_memory` refuses, before anything runs, a band
-    (K x tile x scene width float32, with its validity and encoded planes) over :data:`MAX_BAND_BYTES`, naming the
-    size it would need.
+    rows ``[top(i), top(i + 1))`` are final, :meth:`RowBlender.finish` hands the strip's core columns of them to the
+    caller as :class:`BlendedRows` (views, valid until the band slides) and moves the band down past them. Memory is
+    therefore bounded by the strip's width, never by the scene's height.
+
+    The strip (:class:`~sarlulc.inference.grid.ColumnStrip`) is the whole scene when its band fits
+    :data:`STRIP_BAND_BYTES`; a wider scene is cut into column strips (:func:`plan_strips`), predicted one after
+    the other with the very tiles, batches and summation order of the whole scene (the grid module's contract), so
+    the outputs are byte-identical whichever way it is cut. Only what no strip can bound is refused before anything
+    runs (:func:`check_band_memory`): a band of the narrowest strip (one output block of core, plus the tiles reaching
+    it) over :data:`MAX_BAND_BYTES`, e.g. a huge tile with many classes, naming the size it would need.
 
     The blended probability of class k at a pixel is ``sums[k] / (row_weight * col_weight)`` (the grid's summed window
     weights, :meth:`TileGrid.weight_sums`). The class map is the *first* argmax of the sums (:func:`first_argmax`:
@@ -29,21 +34,26 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from .grid import TileGrid
+from .grid import ColumnStrip, TileGrid
 from .records import NODATA_CLASS, PlaneLayout
 
 __all__ = [
     "MAX_BAND_BYTES",
+    "STRIP_BAND_BYTES",
     "BlendedRows",
     "RowBlender",
     "band_bytes",
     "check_band_memory",
     "encode_planes",
     "first_argmax",
+    "plan_strips",
 ]
 
+STRIP_BAND_BYTES = 512 * 2**20
+"""The blending band a scene's column strips are cut to fit (bytes): a scene whose band fits is one strip."""
+
 MAX_BAND_BYTES = 2 * 2**30
-"""The most the blending band of one process may take (bytes): a wider scene, or a larger tile, is refused up front."""
+"""The most the band of the narrowest column strip may take (bytes): a larger tile x classes is refused up front."""
 
 T = TypeVar("T")
 
@@ -56,15 +66,35 @@ def band_bytes(num_labels: int, tile: int, width: int, planes: int = 1) -> int:
 
 
 def check_band_memory(num_labels: int, tile: int, width: int, planes: int = 1, limit: int = MAX_BAND_BYTES) -> None:
-    """Raise ``ValueError`` when the blending band of a scene ``width`` px wide would need more than ``limit`` bytes;
-    the message gives the size it would need and what to change."""
+    """Raise ``ValueError`` when the blending band of a strip ``width`` px wide (the narrowest a scene can be cut
+    into) would need more than ``limit`` bytes; the message gives the size it would need and what to change."""
     needed = band_bytes(num_labels, tile, width, planes)
     if needed > limit:
         raise ValueError(
-            f"a scene {width} px wide with {tile} px tiles and {num_labels} classes needs a blending band of "
-            f"{needed / 2**30:.1f} GiB (limit {limit / 2**30:.0f} GiB); use a smaller tile or cut the scene into "
-            "narrower parts"
+            f"{tile} px tiles with {num_labels} classes need a blending band of {needed / 2**30:.1f} GiB even in the "
+            f"narrowest column strip ({width} px wide; limit {limit / 2**30:.1f} GiB); use a smaller tile"
         )
+
+
+def plan_strips(
+    grid: TileGrid,
+    num_labels: int,
+    batch_size: int,
+    block: int,
+    planes: int = 1,
+    budget: int = STRIP_BAND_BYTES,
+    limit: int = MAX_BAND_BYTES,
+) -> tuple[ColumnStrip, ...]:
+    """The column strips a scene is predicted in: the whole scene when its band fits ``budget`` bytes, else strips
+    whose bands fit it (cores cut at multiples of ``block`` px, at least one block each); see the module docstring.
+
+    Raises:
+        ValueError: even a strip of one block's core needs a band over ``limit`` (:func:`check_band_memory`).
+    """
+    per_column = band_bytes(num_labels, grid.tile, 1, planes)
+    strips = grid.strips(max(budget // per_column, 1), batch_size, block)
+    check_band_memory(num_labels, grid.tile, max(strip.width for strip in strips), planes, limit)
+    return strips
 
 
 def first_argmax(planes: torch.Tensor) -> torch.Tensor:
@@ -88,10 +118,11 @@ class BlendedRows:
 
     Attributes:
         first_row: first scene row.
-        sums: ``(K, n, width)`` float32 window-weighted probability sums.
+        sums: ``(K, n, width)`` float32 window-weighted probability sums of the strip's core columns.
         valid: ``(n, width)`` bool, True where the input pixel is valid.
         row_weights: ``(n,)`` summed window weights of these rows.
-        col_weights: ``(width,)`` summed window weights of every column.
+        col_weights: ``(width,)`` summed window weights of these columns.
+        first_col: the scene column of the first of them.
     """
 
     first_row: int
@@ -99,6 +130,7 @@ class BlendedRows:
     valid: torch.Tensor
     row_weights: torch.Tensor
     col_weights: torch.Tensor
+    first_col: int = 0
 
     @property
     def num_rows(self) -> int:
@@ -111,25 +143,35 @@ class BlendedRows:
 
 
 class RowBlender:
-    """Weighted class probabilities of a band of ``tile`` scene rows, on ``device``; see the module docstring.
+    """Weighted class probabilities of a band of ``tile`` scene rows of a column strip, on ``device``; see the
+    module docstring.
 
     Args:
         grid: the tile grid.
         num_labels: K, the classes of the model's logits.
         first_row: the first tile row that will be added (the band starts at scene row ``grid.top(first_row)``).
         device: where the band lives (the model's device).
+        strip: the column strip whose tiles are added (default: the whole scene).
     """
 
-    def __init__(self, grid: TileGrid, num_labels: int, first_row: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        grid: TileGrid,
+        num_labels: int,
+        first_row: int,
+        device: torch.device,
+        strip: ColumnStrip | None = None,
+    ) -> None:
         self._grid = grid
+        self._strip = strip = strip or ColumnStrip(range(grid.num_cols), 0, grid.width, 0, grid.width)
         self.num_labels = num_labels
-        tile, width = grid.tile, grid.width
+        tile, width = grid.tile, strip.width
         self._sums = torch.zeros((num_labels, tile, width), dtype=torch.float32, device=device)
         self._valid = torch.zeros((tile, width), dtype=torch.bool, device=device)
         self._window = torch.from_numpy(grid.window()).to(device)
         row_weights, col_weights = grid.weight_sums()
         self._row_weights = torch.from_numpy(row_weights).to(device)
-        self._col_weights = torch.from_numpy(col_weights).to(device)
+        self._col_weights = torch.from_numpy(col_weights[strip.left : strip.right]).to(device)
         self._top = grid.top(first_row)
 
     @property
@@ -148,30 +190,32 @@ class RowBlender:
 
     def add(self, weighted: torch.Tensor, valid: torch.Tensor, row: int, col: int) -> None:
         """Add one tile's weighted probabilities ``(K, tile, tile)`` and validity ``(tile, tile)`` into the band."""
-        grid = self._grid
+        grid, offset = self._grid, self._strip.band_left
         row0, col0 = grid.row_starts[row], grid.col_starts[col]
         first, last = max(row0, 0), min(row0 + grid.tile, grid.height)
         left, right = max(col0, 0), min(col0 + grid.tile, grid.width)
-        band = slice(first - self._top, last - self._top)
+        band, columns = slice(first - self._top, last - self._top), slice(left - offset, right - offset)
         tile_rows, tile_cols = slice(first - row0, last - row0), slice(left - col0, right - col0)
-        self._sums[:, band, left:right] += weighted[:, tile_rows, tile_cols]
-        self._valid[band, left:right] = valid[tile_rows, tile_cols]
+        self._sums[:, band, columns] += weighted[:, tile_rows, tile_cols]
+        self._valid[band, columns] = valid[tile_rows, tile_cols]
 
     def finish(self, row: int, read: Callable[[BlendedRows], T] | None = None) -> T | None:
-        """Close tile row ``row``: pass the scene rows it finished to ``read`` (when given and there are any) and
-        return what it returns, then slide the band down past them."""
+        """Close tile row ``row``: pass the scene rows it finished (the strip's core columns) to ``read`` (when given
+        and there are any) and return what it returns, then slide the band down past them."""
         end = self._grid.top(row + 1)
         count = end - self._top
         if count <= 0:
             return None
         result = None
         if read is not None:
+            core = self._strip.core
             rows = BlendedRows(
                 first_row=self._top,
-                sums=self._sums[:, :count],
-                valid=self._valid[:count],
+                sums=self._sums[:, :count, core],
+                valid=self._valid[:count, core],
                 row_weights=self._row_weights[self._top : end],
                 col_weights=self._col_weights,
+                first_col=self._strip.left,
             )
             result = read(rows)
         keep = self._grid.tile - count

@@ -12,11 +12,15 @@ Contract
     rows receive exactly the contributions they get in a single process, in the same order and in the same batches
     (batches never span tile rows).
 
+    A wide scene's column strips (:func:`~sarlulc.inference.blending.plan_strips`) run inside each process's rows: the
+    process predicts its rows strip after strip.
+
     GDAL cannot have two writers on one GeoTIFF, so :func:`predict_distributed` writes each process's rows into a
     temporary :class:`PartFile` in the destination folder (which must be visible to all processes); the main process
-    then copies the parts, block row by block row, into the final files (:func:`merge_parts`) and every process
-    removes its part. The result equals the single-process output. Every outcome is shared between the processes, so
-    a failure anywhere makes every process raise (and remove its part) instead of waiting forever for the failed one.
+    then copies the parts into the final files (:func:`merge_parts`), block row by block row of one column strip's
+    core after another (bounded memory at any width), and every process removes its part. The result equals the
+    single-process output. Every outcome is shared between the processes, so a failure anywhere makes every process
+    raise (and remove its part) instead of waiting forever for the failed one.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from .grid import TileGrid
-from .outputs import OUTPUT_BLOCK, AlignedRows, OutputFiles, geotiff_profile, remove_quietly, temporary_path
-from .pipeline import TileRowsJob, predict_rows
+from .grid import ColumnStrip, TileGrid
+from .outputs import OUTPUT_BLOCK, ColumnWindow, OutputFiles, geotiff_profile, remove_quietly, temporary_path
+from .pipeline import TileRowsJob, predict_strips
 from .records import Georeference, OutputSpec, PlaneLayout, RunStats
 
 __all__ = ["PartFile", "ProcessShare", "alone", "merge_parts", "predict_distributed", "process_state"]
@@ -119,21 +123,21 @@ class PartFile:
         self, final: Path, rank: int, rows: tuple[int, int], georeference: Georeference, layout: PlaneLayout
     ) -> None:
         self.path = temporary_path(final, f"part{rank}")
-        self.first_row, end_row = rows
+        self.first_row, self.end_row = rows
         try:
             # Parts live for one run: fast compression keeps them small without slowing the writer down.
-            profile = geotiff_profile(georeference.rows(self.first_row, end_row), layout.count, zlevel=1)
+            profile = geotiff_profile(georeference.rows(self.first_row, self.end_row), layout.count, zlevel=1)
             self._dataset = rasterio.open(self.path, "w", **profile)
         except BaseException:
             remove_quietly(self.path)
             raise
-        self._aligned = AlignedRows(self.first_row, end_row, self._write_block_rows)
 
-    def write(self, row: int, planes: np.ndarray) -> None:
-        self._aligned.push(row, planes)
+    def columns(self, left: int, right: int) -> ColumnWindow:
+        """A sink for the scene columns ``[left, right)`` of this part's rows (one column strip's core)."""
+        return ColumnWindow(self.first_row, self.end_row, left, right, self._write_block_rows)
 
-    def _write_block_rows(self, row: int, planes: np.ndarray) -> None:
-        self._dataset.write(planes, window=Window(0, row - self.first_row, planes.shape[2], planes.shape[1]))
+    def _write_block_rows(self, row: int, col: int, planes: np.ndarray) -> None:
+        self._dataset.write(planes, window=Window(col, row - self.first_row, planes.shape[2], planes.shape[1]))
 
     def close(self) -> None:
         self._dataset.close()
@@ -146,15 +150,25 @@ class PartFile:
         remove_quietly(self.path)
 
 
-def merge_parts(spec: OutputSpec, georeference: Georeference, parts: list[tuple[int, str]], overwrite: bool) -> None:
-    """Copy the parts ``(first scene row, path)``, in row order, into the final outputs, one block row at a time."""
+def merge_parts(
+    spec: OutputSpec,
+    georeference: Georeference,
+    parts: list[tuple[int, str]],
+    overwrite: bool,
+    strips: tuple[ColumnStrip, ...] | None = None,
+) -> None:
+    """Copy the parts ``(first scene row, path)``, in row order, into the final outputs, one block row of one column
+    strip's core (default: the whole width) at a time."""
     outputs = OutputFiles(spec, georeference)
+    columns = [(0, georeference.width)] if strips is None else [(strip.left, strip.right) for strip in strips]
     try:
-        for first_row, path in parts:
-            with rasterio.open(path) as source:
-                for row in range(0, source.height, OUTPUT_BLOCK):
-                    rows = min(OUTPUT_BLOCK, source.height - row)
-                    outputs.write(first_row + row, source.read(window=Window(0, row, source.width, rows)))
+        for left, right in columns:
+            sink = outputs.columns(left, right)
+            for first_row, path in parts:
+                with rasterio.open(path) as source:
+                    for row in range(0, source.height, OUTPUT_BLOCK):
+                        rows = min(OUTPUT_BLOCK, source.height - row)
+                        sink.write(first_row + row, source.read(window=Window(left, row, right - left, rows)))
         outputs.commit(overwrite)
     except BaseException:
         outputs.discard()
@@ -181,10 +195,15 @@ def _raise_if_any_failed(error: BaseException | None, failures: list[tuple[int, 
 
 
 def predict_distributed(
-    job: TileRowsJob, spec: OutputSpec, georeference: Georeference, rank: int, overwrite: bool
+    job: TileRowsJob,
+    spec: OutputSpec,
+    georeference: Georeference,
+    rank: int,
+    overwrite: bool,
+    strips: tuple[ColumnStrip, ...] | None = None,
 ) -> RunStats:
-    """Write this process's scene rows (``job.scene_rows``) into a part file; the main process merges every part into
-    the outputs of ``spec``.
+    """Write this process's scene rows (``job.scene_rows``) into a part file, column strip after column strip
+    (default: the whole width at once); the main process merges every part into the outputs of ``spec``.
 
     The parts are exchanged as ``(first row, path)`` and every outcome is shared, so that a failure anywhere makes
     every process raise (and remove its part) instead of waiting forever for the failed one.
@@ -197,7 +216,9 @@ def predict_distributed(
         try:
             if rows[1] > rows[0]:
                 part = PartFile(spec.paths["classes"], rank, rows, georeference, job.layout)
-                stats = predict_rows(job, part)
+                stats = predict_strips(
+                    job, strips or (job.grid.strip(0, job.grid.width, job.batch_size),), part.columns
+                )
                 part.close()
         except Exception as err:  # shared with every process below, then raised
             error = err
@@ -206,7 +227,7 @@ def predict_distributed(
         merge_error = None
         if rank == 0:
             try:
-                merge_parts(spec, georeference, [entry for entry in parts if entry is not None], overwrite)
+                merge_parts(spec, georeference, [entry for entry in parts if entry is not None], overwrite, strips)
             except Exception as err:  # shared with every process below, then raised
                 merge_error = err
         _raise_if_any_failed(merge_error, _gather_errors(merge_error), "merging the parts of predict_scene")

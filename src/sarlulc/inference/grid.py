@@ -17,18 +17,27 @@ Contract (pure numpy; no I/O, no torch)
     scene was split or on the entry point (:func:`sarlulc.inference.predict_scene` or
     :func:`sarlulc.inference.predict_tiled`).
 
+    A *column strip* (:class:`ColumnStrip`, :meth:`TileGrid.strip`, :meth:`TileGrid.strips`) is the part of the grid
+    that finishes the scene columns ``[left, right)`` (its *core*): every tile column touching the core, widened to
+    whole batches (so a strip's batches are the whole scene's batches). Its tiles are the global grid's tiles, read at
+    the same places with the same reflection at the scene's edges, and each core pixel gets the same contributions in
+    the same order as in the whole scene, so a scene predicted strip by strip is byte-identical to one predicted in a
+    single band, while the blending band only spans the strip. Cores are consecutive, cut at multiples of the output
+    block (so each output block is written once).
+
     :func:`check_tiling` is the one check of ``tile``/``overlap``/``batch_size``: a ``ValueError`` naming the value.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MIN_TILE", "TileGrid", "check_tiling", "reflect", "taper", "tile_starts"]
+__all__ = ["MIN_TILE", "ColumnStrip", "TileGrid", "check_tiling", "reflect", "taper", "tile_starts"]
 
 MIN_TILE = 32
 """Tiles are positive multiples of this (the encoder stride of every sarlulc model)."""
@@ -78,6 +87,33 @@ def taper(tile: int, overlap: int) -> np.ndarray:
         weights[:overlap] = ramp
         weights[-overlap:] = ramp[::-1]
     return weights
+
+
+@dataclass(frozen=True)
+class ColumnStrip:
+    """The tile columns that finish the scene columns ``[left, right)``; see the module docstring.
+
+    Attributes:
+        cols: the tile columns run: every one that touches the core, widened to whole batches.
+        left, right: the core: the scene columns this strip finishes and writes.
+        band_left, band_right: the scene columns its tiles reach (clipped to the scene): what its blending band holds.
+    """
+
+    cols: range
+    left: int
+    right: int
+    band_left: int
+    band_right: int
+
+    @property
+    def width(self) -> int:
+        """Columns of the blending band."""
+        return self.band_right - self.band_left
+
+    @property
+    def core(self) -> slice:
+        """The core's columns within the band."""
+        return slice(self.left - self.band_left, self.right - self.band_left)
 
 
 @dataclass(frozen=True)
@@ -135,11 +171,52 @@ class TileGrid:
         """Scene columns (reflected into the scene) that tile column ``col`` reads, ``(tile,)`` int."""
         return reflect(np.arange(self.col_starts[col], self.col_starts[col] + self.tile), self.width)
 
-    def batches(self, rows: range, batch_size: int) -> Iterator[tuple[int, range]]:
-        """``(tile row, tile columns)`` of every batch of the tile rows ``rows``, in order; see the module docstring."""
+    def batches(self, rows: range, batch_size: int, cols: range | None = None) -> Iterator[tuple[int, range]]:
+        """``(tile row, tile columns)`` of every batch of the tile rows ``rows``, in order; see the module docstring.
+
+        ``cols`` (default: all) limits them to a strip's tile columns, which start on a batch boundary
+        (:meth:`strip`), so that they are the very batches of the whole scene.
+        """
+        cols = range(self.num_cols) if cols is None else cols
         for row in rows:
-            for first in range(0, self.num_cols, batch_size):
-                yield row, range(first, min(first + batch_size, self.num_cols))
+            for first in range(cols.start, cols.stop, batch_size):
+                yield row, range(first, min(first + batch_size, cols.stop))
+
+    def strip(self, left: int, right: int, batch_size: int) -> ColumnStrip:
+        """The :class:`ColumnStrip` that finishes the scene columns ``[left, right)`` (``0 <= left < right <=
+        width``) with batches of ``batch_size`` tiles."""
+        if not 0 <= left < right <= self.width:
+            raise ValueError(f"a strip's columns must lie in [0, {self.width}), got [{left}, {right})")
+        ends = [start + self.tile for start in self.col_starts]  # both increase with the tile column
+        first = bisect.bisect_right(ends, left)  # the first tile ending after `left`
+        stop = bisect.bisect_left(self.col_starts, right)  # past the last tile starting before `right`
+        first = first // batch_size * batch_size
+        stop = min(-(-stop // batch_size) * batch_size, self.num_cols)
+        return ColumnStrip(
+            cols=range(first, stop),
+            left=left,
+            right=right,
+            band_left=max(self.col_starts[first], 0),
+            band_right=min(ends[stop - 1], self.width),
+        )
+
+    def strips(self, max_width: int, batch_size: int, block: int) -> tuple[ColumnStrip, ...]:
+        """The scene cut into consecutive strips whose cores are cut at multiples of ``block`` px, each as wide as
+        its band may be (``<= max_width`` columns) but with a core of at least one block; one strip for the whole
+        scene when its band fits."""
+        strips: list[ColumnStrip] = []
+        left = 0
+        while left < self.width:
+            right = min(left + block, self.width)
+            strip = self.strip(left, right, batch_size)
+            while right < self.width:
+                wider = self.strip(left, min(right + block, self.width), batch_size)
+                if wider.width > max_width:
+                    break
+                strip, right = wider, wider.right
+            strips.append(strip)
+            left = right
+        return tuple(strips)
 
     def window(self) -> np.ndarray:
         """The 2-D blending weights ``(tile, tile)`` float32."""

@@ -7,8 +7,9 @@ Contract
 
     :class:`OutputFiles` opens every output of an :class:`~sarlulc.inference.records.OutputSpec` under a hidden,
     unique temporary name in its destination folder (uint8, tiled 256 x 256, deflate, the scene's CRS and transform,
-    colour tables, band descriptions, tags), takes finished rows in order (:meth:`OutputFiles.write`) and writes them
-    in whole rows of 256-px blocks, so that every compressed block is written once. :meth:`OutputFiles.commit` closes
+    colour tables, band descriptions, tags), takes finished rows in order (:meth:`OutputFiles.write`; or the rows of
+    one column strip after another, :meth:`OutputFiles.columns`, whose windows start and end on block edges) and
+    writes them in whole rows of 256-px blocks, so that every compressed block is written once. :meth:`OutputFiles.commit` closes
     the files, verifies every one complete (:func:`~sarlulc.files.verify_raster_complete`: it reopens and its last
     block decodes; GDAL only logs a block it failed to write on a full disk) and only then renames them to their final
     names with ``os.replace``, the class map last, so a class map that exists is complete with its siblings;
@@ -49,6 +50,7 @@ from .records import NODATA_CLASS, Georeference, OutputSpec, SceneInput
 __all__ = [
     "OUTPUT_BLOCK",
     "AlignedRows",
+    "ColumnWindow",
     "OutputFiles",
     "check_destination",
     "geotiff_profile",
@@ -218,6 +220,26 @@ class AlignedRows:
         self._start = cut
 
 
+class ColumnWindow:
+    """A row sink for the columns ``[left, right)`` of the rows ``[first_row, end_row)``: rows in order, written in
+    whole rows of output blocks by ``write(row, col, planes)``.
+
+    For every block to be written once, ``left`` lies on a block edge and ``right`` too, or is the raster's width.
+    """
+
+    def __init__(
+        self, first_row: int, end_row: int, left: int, right: int, write: Callable[[int, int, np.ndarray], None]
+    ) -> None:
+        self.left, self.right = left, right
+        self._aligned = AlignedRows(first_row, end_row, lambda row, planes: write(row, left, planes))
+
+    def write(self, row: int, planes: np.ndarray) -> None:
+        """Take the planes ``(count, n, right - left)`` of rows ``[row, row + n)``, which follow the previous ones."""
+        if planes.shape[2] != self.right - self.left:
+            raise ValueError(f"planes of {planes.shape[2]} columns for the columns [{self.left}, {self.right})")
+        self._aligned.push(row, planes)
+
+
 class OutputFiles:
     """The final rasters of ``spec``, open under temporary names until :meth:`commit` renames them.
 
@@ -231,7 +253,8 @@ class OutputFiles:
         self._layout = spec.layout
         self.temporary: dict[str, Path] = {}
         self._datasets: dict[str, Any] = {}
-        self._aligned = AlignedRows(0, georeference.height, self._write_block_rows)
+        self._height = georeference.height
+        self._rows = self.columns(0, georeference.width)
         try:
             for key, final in spec.paths.items():
                 sweep_stale_temporaries(final)
@@ -281,14 +304,21 @@ class OutputFiles:
                 dataset.update_tags(cls.id + 1, CLASS_ID=str(cls.id), CLASS_NAME=cls.name)
 
     def write(self, row: int, planes: np.ndarray) -> None:
-        """Write the uint8 planes ``(layout.count, n, width)`` of scene rows ``[row, row + n)``."""
+        """Write the uint8 planes ``(layout.count, n, width)`` of scene rows ``[row, row + n)`` (every column)."""
+        self._rows.write(row, planes)
+
+    def columns(self, left: int, right: int) -> ColumnWindow:
+        """A sink for the columns ``[left, right)`` of every row, from row 0 on (one column strip's core)."""
+        return ColumnWindow(0, self._height, left, right, self._write_checked)
+
+    def _write_checked(self, row: int, col: int, planes: np.ndarray) -> None:
         try:
-            self._aligned.push(row, planes)
+            self._write_block_rows(row, planes, col)
         except (OSError, RasterioError) as err:  # GDAL's write errors (a full disk among them)
             raise output_write_error(self.paths["classes"], err, "map") from err
 
-    def _write_block_rows(self, row: int, planes: np.ndarray) -> None:
-        window = Window(0, row, planes.shape[2], planes.shape[1])
+    def _write_block_rows(self, row: int, planes: np.ndarray, col: int = 0) -> None:
+        window = Window(col, row, planes.shape[2], planes.shape[1])
         self._datasets["classes"].write(planes[0], 1, window=window)
         if self._layout.water_plane is not None:
             self._datasets["water"].write(planes[self._layout.water_plane], 1, window=window)

@@ -1,9 +1,11 @@
 """The reader / model / writer pipeline that runs a share of a scene's tile rows into a row sink.
 
 Contract
-    :func:`predict_rows` runs the tile rows ``job.rows`` of a :class:`TileRowsJob` and writes the scene rows finished
-    by tile rows ``>= job.emit_from`` into a sink (anything with ``write(row, planes)``: the output files, or one
-    process's part file), in order. Three kinds of threads overlap the work:
+    :func:`predict_rows` runs the tile rows ``job.rows`` of a :class:`TileRowsJob` over the tile columns of its column
+    strip (``job.strip``: the whole scene, or one strip of a wide scene, :mod:`~sarlulc.inference.grid`) and writes
+    the scene rows finished by tile rows ``>= job.emit_from``, the strip's core columns of them, into a sink (anything
+    with ``write(row, planes)``: a column window of the output files, or of one process's part file), in order. Three
+    kinds of threads overlap the work:
 
     - a **reader** thread (:class:`TileReader`, with ``num_workers`` helper threads, each with its own handle on the
       scene) reads tile windows with rasterio, calibrates them to sigma0 dB (the data layer's
@@ -16,6 +18,8 @@ Contract
 
     An exception in any thread stops the others (they poll a shared event), every thread is joined, and the exception
     is raised in the calling thread. :class:`~sarlulc.inference.records.RunStats` says what was done.
+
+    :func:`predict_strips` runs a job strip after strip, each into its own column window of the sink.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any, Protocol
 
@@ -38,11 +42,11 @@ from tqdm.auto import tqdm
 from ..data.alos2 import Alos2Scene
 from ..models.image_processing_sar import SarImageProcessor
 from .blending import BlendedRows, RowBlender, encode_planes
-from .grid import TileGrid
+from .grid import ColumnStrip, TileGrid
 from .records import PlaneLayout, RunStats
 from .tiled import ModelClock, run_batch
 
-__all__ = ["RowSink", "RowWriter", "TileBatch", "TileReader", "TileRowsJob", "predict_rows"]
+__all__ = ["RowSink", "RowWriter", "TileBatch", "TileReader", "TileRowsJob", "predict_rows", "predict_strips"]
 
 _PREFETCH_BATCHES = 2  # batches the reader may prepare ahead of the model
 _PENDING_SLABS = 2  # finished row bands that may wait for the writer
@@ -50,7 +54,7 @@ _POLL_SECONDS = 0.1  # how often a blocked thread checks whether the others gave
 
 
 class RowSink(Protocol):
-    """Where finished rows go: ``write(first scene row, uint8 planes (count, n, width))``, rows in order."""
+    """Where finished rows go: ``write(first scene row, uint8 planes (count, n, core width))``, rows in order."""
 
     def write(self, row: int, planes: np.ndarray) -> None: ...
 
@@ -72,6 +76,7 @@ class TileRowsJob:
         batch_size: tiles per model call.
         num_workers: threads preparing tiles.
         progress_bar: advanced by one per tile, run or skipped.
+        strip: the column strip whose tiles are run and whose core columns are written (None: the whole scene).
     """
 
     model: torch.nn.Module
@@ -85,6 +90,7 @@ class TileRowsJob:
     batch_size: int
     num_workers: int
     progress_bar: tqdm
+    strip: ColumnStrip | None = None
 
     @property
     def scene_rows(self) -> tuple[int, int]:
@@ -202,7 +208,8 @@ class TileReader(threading.Thread):
         return stacked
 
     def _work(self) -> Iterator[tuple[int, range]]:
-        return self._job.grid.batches(self._job.rows, self._job.batch_size)
+        cols = None if self._job.strip is None else self._job.strip.cols
+        return self._job.grid.batches(self._job.rows, self._job.batch_size, cols)
 
     def run(self) -> None:
         workers = self._job.num_workers
@@ -294,7 +301,7 @@ def predict_rows(job: TileRowsJob, sink: RowSink) -> RunStats:
     writer.start()
     try:
         with torch.inference_mode():
-            blender = RowBlender(job.grid, layout.num_labels, job.rows.start, job.device)
+            blender = RowBlender(job.grid, layout.num_labels, job.rows.start, job.device, job.strip)
             current = job.rows.start
             while True:
                 waited = time.perf_counter()
@@ -334,3 +341,16 @@ def predict_rows(job: TileRowsJob, sink: RowSink) -> RunStats:
         stop.set()
         reader.join()
         writer.join()
+
+
+def predict_strips(
+    job: TileRowsJob, strips: tuple[ColumnStrip, ...], columns: Callable[[int, int], RowSink]
+) -> RunStats:
+    """Run the job over each column strip in turn, writing its core into ``columns(strip.left, strip.right)``."""
+    tiles = skipped = 0
+    seconds_model = seconds_waiting = 0.0
+    for strip in strips:
+        stats = predict_rows(replace(job, strip=strip), columns(strip.left, strip.right))
+        tiles, skipped = tiles + stats.tiles, skipped + stats.skipped
+        seconds_model, seconds_waiting = seconds_model + stats.seconds_model, seconds_waiting + stats.seconds_waiting
+    return RunStats(tiles=tiles, skipped=skipped, seconds_model=seconds_model, seconds_waiting=seconds_waiting)

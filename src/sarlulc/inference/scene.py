@@ -8,6 +8,11 @@ Contract
     (:class:`~sarlulc.inference.distributed.ProcessShare`) run through the reader / model / writer pipeline into the
     output files (one process) or a part file that the main process merges (several).
 
+    A scene whose blending band would exceed ``max_band_bytes`` (default
+    :data:`~sarlulc.inference.blending.STRIP_BAND_BYTES`) is predicted in column strips, one after the other, each
+    into its own column window of the outputs (:func:`~sarlulc.inference.blending.plan_strips`); the maps are
+    byte-identical to a prediction in one band. Only a tile x classes that no strip can bound is refused up front.
+
     The calibration factor of a DN scene is, first match wins: the ``calibration_factor`` argument, the scene's tag
     or product metadata, the checkpoint processor's value (:func:`calibrated_input`).
 
@@ -36,12 +41,12 @@ from ..data.alos2 import open_scene
 from ..data.classes import scheme_for_id2label
 from ..errors import UsageError
 from ..models.image_processing_sar import SarImageProcessor
-from .blending import check_band_memory
+from .blending import STRIP_BAND_BYTES, plan_strips
 from .compatibility import check_scene_against_model, check_scene_bands
 from .distributed import ProcessShare, predict_distributed, process_state
-from .grid import MIN_TILE, TileGrid, check_tiling
-from .outputs import OutputFiles, check_destination, output_paths, provenance_tags
-from .pipeline import TileRowsJob, predict_rows
+from .grid import MIN_TILE, ColumnStrip, TileGrid, check_tiling
+from .outputs import OUTPUT_BLOCK, OutputFiles, check_destination, output_paths, provenance_tags
+from .pipeline import TileRowsJob, predict_strips
 from .records import (
     PROBABILITY_MODES,
     Georeference,
@@ -83,6 +88,7 @@ def predict_scene(
     polarizations: Sequence[str] | None = None,
     strict: bool = False,
     output_grid: str = "scene",
+    max_band_bytes: int = STRIP_BAND_BYTES,
 ) -> PredictionReport:
     """Predict a land-cover (or water) map for a whole scene and write it as a GeoTIFF; see :mod:`sarlulc.inference`.
 
@@ -122,6 +128,8 @@ def predict_scene(
             model's training data, instead of warning.
         output_grid: for a scene resampled to the model's GSD, write the maps on the ``"scene"``'s grid (its CRS,
             transform and shape; default) or on the ``"model"`` grid it was predicted on. Ignored otherwise.
+        max_band_bytes: the blending band's budget: a scene whose band (classes x tile x width, float32) is larger
+            is predicted in column strips whose bands fit it (the same maps, byte for byte).
 
     Returns:
         A :class:`PredictionReport`. Under several processes every process gets one (with its own tile counts).
@@ -131,7 +139,8 @@ def predict_scene(
             (:class:`~sarlulc.inference.compatibility.SceneBandsError`), or, with ``strict``, another convention or
             polarizations than the model's training data.
         ValueError: a bad tile/overlap/batch size, a checkpoint that cannot be loaded, ``water=True`` for a model
-            without a water class.
+            without a water class, a tile x classes whose band exceeds
+            :data:`~sarlulc.inference.blending.MAX_BAND_BYTES` even in the narrowest column strip.
         FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError: the output exists (without
             ``overwrite``), is a folder, or cannot be written.
 
@@ -181,11 +190,13 @@ def predict_scene(
     # Predicted on the model grid and then put on the scene's: the model-grid maps go to hidden files first.
     run_spec = spec if resampling is None or on_model_grid else _model_grid_spec(spec)
 
-    check_band_memory(len(net.config.id2label), tile, grid_georeference.width, spec.layout.count)
     state = process_state()
     target = _target_device(device, state, net, given_model=isinstance(model, torch.nn.Module))
     batch_size = batch_size or (_CPU_BATCH_SIZE if target.type == "cpu" else _GPU_BATCH_SIZE)
     grid = TileGrid(grid_georeference.height, grid_georeference.width, tile, overlap)
+    strips = plan_strips(
+        grid, len(net.config.id2label), batch_size, OUTPUT_BLOCK, run_spec.layout.count, budget=max_band_bytes
+    )
     share = ProcessShare.of(grid, state)
     paths["classes"].parent.mkdir(parents=True, exist_ok=True)
 
@@ -197,7 +208,7 @@ def predict_scene(
     own_bar = isinstance(progress, bool)
     progress_bar = (
         tqdm(
-            total=len(share.run) * grid.num_cols,
+            total=len(share.run) * sum(len(strip.cols) for strip in strips),
             unit="tile",
             desc="predict_scene",
             disable=not progress or share.index != 0,
@@ -222,10 +233,10 @@ def predict_scene(
     try:
         with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
             if state is None:
-                stats = _predict_single(job, run_spec, grid_georeference, overwrite or run_spec is not spec)
+                stats = _predict_single(job, strips, run_spec, grid_georeference, overwrite or run_spec is not spec)
             else:
                 stats = predict_distributed(
-                    job, run_spec, grid_georeference, share.index, overwrite or run_spec is not spec
+                    job, run_spec, grid_georeference, share.index, overwrite or run_spec is not spec, strips
                 )
             if run_spec is not spec and share.index == 0:
                 regrid_outputs(run_spec.paths, spec, resampling, overwrite)
@@ -374,10 +385,12 @@ def _target_device(
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _predict_single(job: TileRowsJob, spec: OutputSpec, georeference: Georeference, overwrite: bool) -> RunStats:
+def _predict_single(
+    job: TileRowsJob, strips: tuple[ColumnStrip, ...], spec: OutputSpec, georeference: Georeference, overwrite: bool
+) -> RunStats:
     outputs = OutputFiles(spec, georeference)
     try:
-        stats = predict_rows(job, outputs)
+        stats = predict_strips(job, strips, outputs.columns)
         outputs.commit(overwrite)
     except BaseException:
         outputs.discard()
