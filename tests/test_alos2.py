@@ -20,9 +20,9 @@ from sarlulc.data.alos2 import (
     db_to_dn,
     dn_to_db,
     linear_to_db,
-    open_labels,
-    open_scene,
 )
+from sarlulc.data.labels import open_labels
+from sarlulc.data.products import open_scene
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoImageProcessor
 
 from helpers_rasters import write_raster
-from sarlulc.data.alos2 import SarLulcDataError, open_scene
+from sarlulc.data import SarLulcDataError, open_scene
 from sarlulc.data.tiles import DEFAULT_CLIP_RANGE_DB, BandStatistics
 from sarlulc.models.configuration_sar_lulc import SarLulcConfig
 from sarlulc.models.image_processing_sar import (

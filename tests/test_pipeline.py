@@ -14,7 +14,7 @@ from PIL import Image
 from transformers import AutoImageProcessor, pipeline
 
 from helpers_rasters import write_raster
-from sarlulc.data.alos2 import open_scene
+from sarlulc.data import open_scene
 from sarlulc.models.configuration_sar_lulc import SarLulcConfig
 from sarlulc.models.configuration_sar_mixmae import SarMixMAEConfig
 from sarlulc.models.image_processing_sar import SarImageProcessor, calibrate_to_db

@@ -13,7 +13,7 @@ import rasterio
 from rasterio.windows import Window
 
 from helpers_rasters import binary_opening
-from sarlulc.data.alos2 import open_labels, open_scene
+from sarlulc.data import open_labels, open_scene
 from sarlulc.data.classes import JAXA_SOURCE_CLASSES, JAXA_SOURCE_COLORS
 from sarlulc.data.synthetic import (
     CLASS_SIGMA0_DB,

@@ -7,7 +7,7 @@ import rasterio
 from rasterio.windows import Window
 
 from helpers_rasters import UTM_CRS, UTM_TRANSFORM, north_up, write_raster
-from sarlulc.data.alos2 import SarLulcDataError, open_scene
+from sarlulc.data import SarLulcDataError, open_scene
 from sarlulc.data.classes import IGNORE_INDEX, LULC_9, WATER
 from sarlulc.data.synthetic import generate_scene
 from sarlulc.data.tiles import (

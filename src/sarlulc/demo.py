@@ -291,8 +291,8 @@ def _quicklook(scene: Path, labels: Path, map_path: Path, test_tiles, out_dir: P
     from matplotlib.patches import Patch, Rectangle
     from rasterio.enums import Resampling
 
-    from .data.alos2 import open_scene
     from .data.classes import LULC_9
+    from .data.products import open_scene
     from .models.image_processing_sar import calibrate_to_db
 
     with rasterio.open(map_path) as src:

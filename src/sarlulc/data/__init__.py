@@ -42,9 +42,8 @@ if TYPE_CHECKING:
         db_to_dn,
         dn_to_db,
         linear_to_db,
-        open_labels,
     )
-    from .labels import LabelMosaic, detect_hrlulc_version, open_label_tiles
+    from .labels import LabelMosaic, detect_hrlulc_version, open_label_tiles, open_labels
     from .products import (
         DEFAULT_MASK_INVALID,
         MOSAIC_MASK_CODES,
@@ -94,7 +93,7 @@ _LAZY = {
     "db_to_dn": "alos2",
     "dn_to_db": "alos2",
     "linear_to_db": "alos2",
-    "open_labels": "alos2",
+    "open_labels": "labels",
     "LabelMosaic": "labels",
     "detect_hrlulc_version": "labels",
     "open_label_tiles": "labels",

@@ -2,7 +2,7 @@
 
 A plain *scene* is one georeferenced raster (usually a GeoTIFF) whose bands are polarizations (band 1 HH and an
 optional band 2 HV unless its tags say otherwise). JAXA products made of several files (the 25 m mosaic, L1.5/L2.1
-products, CEOS deliveries) are read by :mod:`sarlulc.data.products`; :func:`open_scene` recognizes both, and every
+products, CEOS deliveries) are read by :mod:`sarlulc.data.products`; :func:`sarlulc.data.products.open_scene` recognizes both, and every
 scene has the interface of :class:`sarlulc.data.scene.SarScene`. A plain scene's pixel values are one of three
 *input kinds*:
 
@@ -50,7 +50,7 @@ import logging
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -83,9 +83,6 @@ from ..models.image_processing_sar import (
 )
 from .scene import ProductInfo, SarScene, clip_window, data_errors, decimated_shape, window_or_full
 
-if TYPE_CHECKING:
-    from .products import ProductScene
-
 __all__ = [
     "CALIBRATION_FACTOR_TAG",
     "DEFAULT_CALIBRATION_FACTOR",
@@ -101,10 +98,9 @@ __all__ = [
     "db_to_dn",
     "dn_to_db",
     "linear_to_db",
-    "open_labels",
-    "open_scene",
     "resolve_input_kind",
     "select_polarizations",
+    "warp_labels",
 ]
 
 # INPUT_KIND_TAG and CALIBRATION_FACTOR_TAG (the GeoTIFF tags that declare a scene's input kind and a DN scene's
@@ -362,7 +358,7 @@ def _declared_polarizations(dataset: rasterio.io.DatasetReader, path: str) -> tu
 class Alos2Scene(SarScene):
     """An open plain raster scene: georeferencing, metadata and calibrated windowed reads.
 
-    Use :func:`open_scene` to create one, preferably as a context manager::
+    Use :func:`sarlulc.data.open_scene` to create one, preferably as a context manager::
 
         with open_scene("scene.tif") as scene:
             db, valid = scene.read_db(Window(0, 0, 256, 256))   # (C, 256, 256) float32 dB, (256, 256) bool
@@ -532,34 +528,25 @@ class Alos2Scene(SarScene):
         return self._dataset.closed
 
 
-def open_scene(
-    path: str | Path,
-    input_kind: str | None = None,
-    calibration_factor: float | None = None,
-    bands: Sequence[int] | None = None,
-    check: bool = True,
-    *,
-    polarizations: Sequence[str] | None = None,
-    **product_options: Any,
-) -> Alos2Scene | ProductScene:
-    """Open and validate any scene the package reads: see :func:`sarlulc.data.products.open_scene`, the one entry
-    point (this name is kept here for the modules that import it from :mod:`sarlulc.data.alos2`)."""
-    from .products import open_scene as open_any_scene  # products builds on this module: imported when called
-
-    return open_any_scene(
-        path,
-        input_kind=input_kind,
-        calibration_factor=calibration_factor,
-        bands=bands,
-        check=check,
-        polarizations=polarizations,
-        **product_options,
-    )
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Label rasters
 # ----------------------------------------------------------------------------------------------------------------------
+def warp_labels(source: rasterio.io.DatasetReader, like: SarScene, fill_code: int) -> WarpedVRT:
+    """Labels of ``source`` seen on ``like``'s grid: nearest neighbour (a code is never averaged), read window by
+    window through a ``WarpedVRT``; ``fill_code`` marks what the source does not cover."""
+    return WarpedVRT(
+        source,
+        crs=like.crs,
+        transform=like.transform,
+        width=like.width,
+        height=like.height,
+        resampling=Resampling.nearest,
+        src_nodata=fill_code,
+        nodata=fill_code,
+        tolerance=LABEL_WARP_TOLERANCE,  # the label under every target pixel's centre
+    )
+
+
 class LabelRaster:
     """An open land-cover label raster of integer source codes (nodata 0 unless declared otherwise).
 
@@ -577,17 +564,7 @@ class LabelRaster:
             self.reprojected = False
             if like is not None:
                 if reproject and not _grids_match(like, self):
-                    self._dataset = WarpedVRT(
-                        self._source,
-                        crs=like.crs,
-                        transform=like.transform,
-                        width=like.width,
-                        height=like.height,
-                        resampling=Resampling.nearest,
-                        src_nodata=self.fill_code,
-                        nodata=self.fill_code,
-                        tolerance=LABEL_WARP_TOLERANCE,
-                    )
+                    self._dataset = warp_labels(self._source, like, self.fill_code)
                     self.reprojected = True
                 else:
                     check_alignment(like, self)
@@ -678,28 +655,6 @@ class LabelRaster:
 
     def __repr__(self) -> str:
         return f"LabelRaster({self.path!r}, shape={self.shape}, reprojected={self.reprojected})"
-
-
-def open_labels(
-    path: str | Path, like: SarScene | None = None, reproject: bool = False, *, version: str | None = None
-) -> LabelRaster:
-    """Open labels of source codes; with ``like``, make sure they are on that scene's grid.
-
-    Args:
-        path: a single-band integer raster (uint8 or uint16 JAXA-style codes, nodata 0), or a folder of JAXA HRLULC
-            tiles (``LC_N{lat}E{lon}.tif``), opened as one mosaic by :func:`sarlulc.data.labels.open_label_tiles`
-            and always warped onto ``like``'s grid.
-        like: a scene the labels must match. Without ``reproject``, a raster with a different CRS, transform or shape
-            raises.
-        reproject: warp a raster onto ``like``'s grid with nearest-neighbour resampling (windowed, via a
-            ``WarpedVRT``) when it is not already aligned.
-        version: the HRLULC version of a tile folder (default: from the folder name).
-    """
-    if Path(path).is_dir():
-        from .labels import open_label_tiles  # labels builds on this module: imported when called
-
-        return open_label_tiles(path, like=like, version=version)
-    return LabelRaster(path, like=like, reproject=reproject)
 
 
 def _transform_tolerance(transform: Affine) -> float:

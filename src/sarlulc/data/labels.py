@@ -27,14 +27,12 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 
 from ..errors import SarLulcDataError
-from .alos2 import LABEL_WARP_TOLERANCE, LabelRaster, _grids_match, check_georeferencing, open_dataset
+from .alos2 import LabelRaster, _grids_match, check_georeferencing, open_dataset, warp_labels
 from .classes import ClassScheme, hrlulc_scheme
 from .scene import SarScene
 
@@ -47,6 +45,7 @@ __all__ = [
     "find_label_tiles",
     "is_label_folder",
     "open_label_tiles",
+    "open_labels",
 ]
 
 HRLULC_TILE_NAME = re.compile(r"^LC_(?P<ns>[NS])(?P<lat>\d{1,2})(?P<ew>[EW])(?P<lon>\d{1,3})\.tiff?$", re.IGNORECASE)
@@ -222,17 +221,7 @@ class LabelMosaic(LabelRaster):
             self.fill_code = self._fill_code()
             self.reprojected = False
             if like is not None and not _grids_match(like, self):
-                self._dataset = WarpedVRT(
-                    self._source,
-                    crs=like.crs,
-                    transform=like.transform,
-                    width=like.width,
-                    height=like.height,
-                    resampling=Resampling.nearest,
-                    src_nodata=self.fill_code,
-                    nodata=self.fill_code,
-                    tolerance=LABEL_WARP_TOLERANCE,  # the label under every target pixel's centre
-                )
+                self._dataset = warp_labels(self._source, like, self.fill_code)
                 self.reprojected = True
         except BaseException:
             self.close()
@@ -282,3 +271,23 @@ def open_label_tiles(folder: str | Path, like: SarScene | None = None, version: 
         ValueError: ``version`` is not a known version.
     """
     return LabelMosaic(folder, like=like, version=version)
+
+
+def open_labels(
+    path: str | Path, like: SarScene | None = None, reproject: bool = False, *, version: str | None = None
+) -> LabelRaster:
+    """Open labels of source codes; with ``like``, make sure they are on that scene's grid.
+
+    Args:
+        path: a single-band integer raster (uint8 or uint16 JAXA-style codes, nodata 0), or a folder of JAXA HRLULC
+            tiles (``LC_N{lat}E{lon}.tif``), opened as one mosaic by :func:`open_label_tiles`
+            and always warped onto ``like``'s grid.
+        like: a scene the labels must match. Without ``reproject``, a raster with a different CRS, transform or shape
+            raises.
+        reproject: warp a raster onto ``like``'s grid with nearest-neighbour resampling (windowed, via a
+            ``WarpedVRT``) when it is not already aligned.
+        version: the HRLULC version of a tile folder (default: from the folder name).
+    """
+    if Path(path).is_dir():
+        return open_label_tiles(path, like=like, version=version)
+    return LabelRaster(path, like=like, reproject=reproject)

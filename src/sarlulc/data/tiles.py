@@ -60,10 +60,10 @@ from tqdm.auto import tqdm
 
 from ..errors import SarLulcDataError
 from ..models.image_processing_sar import DEFAULT_CLIP_DB
-from .alos2 import LabelRaster, open_labels, open_scene
+from .alos2 import LabelRaster
 from .classes import ClassScheme, get_scheme
-from .labels import HRLULC_TILE_NAME, is_label_folder
-from .products import ARCHIVE_SUFFIXES, find_products, is_product_folder
+from .labels import HRLULC_TILE_NAME, is_label_folder, open_labels
+from .products import ARCHIVE_SUFFIXES, find_products, is_product_folder, open_scene
 from .scene import SarScene
 
 __all__ = [

@@ -50,7 +50,7 @@ from rasterio.windows import Window
 from tqdm.auto import tqdm
 
 from ..checkpoints import load_segmentation_checkpoint
-from ..data.alos2 import open_scene
+from ..data.products import open_scene
 from ..errors import SarLulcDataError, UsageError
 from .catalog import find_maps, write_mosaics, write_stac
 from .cog import finalize_cog

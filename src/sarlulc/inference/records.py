@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from rasterio.transform import Affine
 
-from ..data.alos2 import Alos2Scene, open_scene
+from ..data.alos2 import Alos2Scene
 from ..data.classes import ClassScheme
+from ..data.products import open_scene
 
 __all__ = [
     "NODATA_CLASS",

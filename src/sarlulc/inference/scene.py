@@ -37,8 +37,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpoints import load_segmentation_checkpoint, model_num_channels
-from ..data.alos2 import open_scene
 from ..data.classes import scheme_for_id2label
+from ..data.products import open_scene
 from ..errors import UsageError
 from ..models.image_processing_sar import SarImageProcessor
 from .blending import STRIP_BAND_BYTES, plan_strips

@@ -426,7 +426,9 @@ class SarLulcForSemanticSegmentation(SarLulcPreTrainedModel):
             try:
                 state.update(load_file(os.path.join(directory, name)))
             except Exception as err:  # safetensors' own error type: a truncated or damaged file
-                raise ValueError(f"{os.path.join(directory, name)} cannot be read as safetensors weights ({err})") from err
+                raise ValueError(
+                    f"{os.path.join(directory, name)} cannot be read as safetensors weights ({err})"
+                ) from err
         prefix = SarMixMAEBackbone.base_model_prefix + "."
         # the encoder's final LayerNorm serves pretraining only; the backbone normalizes each feature map itself
         encoder_state = {
