@@ -289,18 +289,11 @@ def _scheme(name: str, groups: Sequence[tuple[str, tuple[int, int, int], tuple[i
 # JAXA's High-Resolution Land Use and Land Cover map of Japan (HRLULC), the label product, in its two versions: the
 # official class names, and legend colours where a public source gives them (docs/products.md cites the sources).
 HRLULC_V21_11_CLASSES: dict[int, str] = {
+    **{code: name for code, name in JAXA_SOURCE_CLASSES.items() if code <= 12},
+    # The same codes as JAXA_SOURCE_CLASSES; two of the legend's names are longer than the short ones the built-in
+    # schemes use (and checkpoints record in id2label).
     1: "Water bodies",
-    2: "Built-up",
     3: "Paddy field",
-    4: "Cropland",
-    5: "Grassland",
-    6: "Deciduous broadleaf forest",
-    7: "Deciduous needleleaf forest",
-    8: "Evergreen broadleaf forest",
-    9: "Evergreen needleleaf forest",
-    10: "Bare",
-    11: "Bamboo forest",
-    12: "Solar panel",
 }
 """HRLULC v21.11 (12 classes, 2018-2020): code -> JAXA's class name."""
 
