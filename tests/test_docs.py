@@ -5,6 +5,10 @@ document order, in one temporary folder that holds copies of the Markdown files 
 ``scripts/``, with ``SARLULC_DOCS_SMALL=1`` (:mod:`sarlulc.scale`: the same commands, capped sizes and steps). Shell
 blocks share the folder (files one block writes, the next reads); Python blocks each start with fresh globals. A block
 that cannot run here carries ``<!--pytest.mark.skip(reason="...")-->`` on the line above it, and the run reports it.
+
+The plugin runs a shell block as one script and checks only its last command's status; every ``bash`` block here runs
+with ``set -e -o pipefail`` (through ``BASH_ENV``), so any failing command fails its block, and each command's stderr
+goes to a log whose tail a failure shows (the plugin's own report gives only the exit status).
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ from sarlulc.scale import DOCS_SMALL_ENV
 REPO = Path(__file__).resolve().parents[1]
 # What the examples refer to by relative path, linked into the run's folder.
 SHARED_PATHS = ("hub_configs", "scripts")
+# Sourced by every non-interactive bash, i.e. by every ``bash`` block: stop at the first failing command, and keep
+# what the commands wrote to stderr, with the failing command, for the report.
+STRICT_BASH = """set -e -o pipefail
+exec 2>>"${SARLULC_DOCS_STDERR:-/dev/stderr}"
+trap 'echo "docs example: exit status $? of: $BASH_COMMAND" >&2' ERR
+"""
+STDERR_LOG = "examples-stderr.log"
 
 
 def _markdown_files() -> list[Path]:
@@ -34,6 +45,7 @@ def _prepare_folder(folder: Path, files: dict[str, str]) -> list[str]:
     for name in SHARED_PATHS:
         (folder / name).symlink_to(REPO / name, target_is_directory=True)
     (folder / "pytest.ini").write_text("[pytest]\n")  # the examples' run, not the repository's configuration
+    (folder / ".strict.sh").write_text(STRICT_BASH)
     for name, text in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
@@ -48,6 +60,11 @@ def _run_codeblocks(folder: Path, names: list[str], *extra: str) -> subprocess.C
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
         "HF_HOME": str(folder / "hf_home"),
         "MPLBACKEND": "Agg",
+        # one torch thread per command: the examples' models are tiny, and on a machine whose cores are busy, threads
+        # waiting on each other cost more than they gain (see sarlulc.training.ablation's --num_threads)
+        "OMP_NUM_THREADS": "1",
+        "BASH_ENV": str(folder / ".strict.sh"),
+        "SARLULC_DOCS_STDERR": str(folder / STDERR_LOG),
     }
     command = [sys.executable, "-m", "pytest", "--codeblocks", "-c", "pytest.ini", "-p", "no:cacheprovider", "-rs"]
     return subprocess.run([*command, *extra, *names], cwd=folder, env=env, capture_output=True, text=True, timeout=1500)
@@ -58,7 +75,9 @@ def test_every_readme_and_docs_example_runs(tmp_path):
     names = _prepare_folder(tmp_path, files)
     result = _run_codeblocks(tmp_path, names)
     output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
+    log = tmp_path / STDERR_LOG
+    stderr = log.read_text(errors="replace")[-6000:] if log.is_file() else ""
+    assert result.returncode == 0, output[-6000:] + "\n--- stderr of the shell examples (tail) ---\n" + stderr
     # The README's training section ran end to end on the demo's tiles, the water task included.
     for model in ("runs/pretrain", "runs/lulc/best", "runs/water"):
         assert (tmp_path / model / "config.json").is_file(), (model, output[-3000:])

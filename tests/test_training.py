@@ -487,7 +487,7 @@ def _finetune_argv(tiles: Path, output: Path, *extra: str) -> list[str]:
         ),
         (["--from_scratch", "--config_overrides", "num_labels=5"], "num_labels=5"),
         (["--from_scratch", "--resume_from_checkpoint", "/no/such/step_3"], "no such checkpoint folder"),
-        # lulc-9 tiles serve the water task (remapped); jaxa-14 cannot be derived from them (Built-up holds 2 codes)
+        # lulc-9 tiles serve the water task (remapped: tests/test_tile_schemes.py); jaxa-14 cannot be derived from them (Built-up holds 2 codes)
         (["--from_scratch", "--class_scheme", "jaxa-14"], "another class scheme"),
         # the encoder config's own input-size check (SarMixMAEConfig.check_input_size), as the user's error
         (["--from_scratch", "--crop_size", "48"], "the training input size"),

@@ -111,7 +111,8 @@ def _synthesize(out_dir: Path, size: int, seed: int, progress: bool, echo: Echo,
 
     start = time.perf_counter()
     result = generate_scene(out_dir / "scene", size=size, seed=seed, progress=progress, overwrite=True)
-    echo(f"[1/{steps}] synthetic scene ({size} x {size} px, seed {seed}) in {time.perf_counter() - start:.1f} s")
+    height, width = result.config.height, result.config.width  # `size`, or smaller under SARLULC_DOCS_SMALL
+    echo(f"[1/{steps}] synthetic scene ({height} x {width} px, seed {seed}) in {time.perf_counter() - start:.1f} s")
     describe_synthetic(result, lambda line: echo(f"      {line}"))
     return result
 

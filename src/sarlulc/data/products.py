@@ -958,6 +958,18 @@ def open_scene(
             incomplete or its files disagree on the grid, a requested polarization is missing, the data is truncated
             or holds no valid pixel.
         ValueError: the options contradict each other or name unknown values.
+
+    Examples:
+        >>> from rasterio.windows import Window
+        >>> from sarlulc.data import open_scene
+        >>> from sarlulc.data.synthetic import generate_scene
+        >>> _ = generate_scene("synth", size=256, progress=False, overwrite=True)  # scene.tif (DN), labels.tif
+        >>> with open_scene("synth/scene.tif") as scene:
+        ...     db, valid = scene.read_db(Window(0, 0, 64, 64))  # sigma0 in dB (C, h, w) and the validity mask
+        ...     print(scene.input_kind, scene.backscatter, scene.polarizations, scene.calibration_factor)
+        dn sigma0 ('HH',) -83.0
+        >>> db.shape, db.dtype, valid.shape
+        ((1, 64, 64), dtype('float32'), (64, 64))
     """
     layout = recognize(path, tile=tile)
     if layout is None:

@@ -50,6 +50,7 @@ from rasterio.warp import transform as transform_coordinates
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
+from ..scale import SMALL_SCENE_SIZE, scaled
 from .classes import HRLULC_COLORS, hrlulc_scheme
 from .products import MOSAIC_DATE_EPOCHS
 from .synthetic import _M, SyntheticLandscape, SyntheticSceneConfig
@@ -442,6 +443,7 @@ def generate_product(
         raise ValueError(f"polarizations must be ('HH',) or ('HH', 'HV'), got {tuple(polarizations)}")
     scheme = hrlulc_scheme(hrlulc_version)
     height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    height, width = scaled(height, SMALL_SCENE_SIZE), scaled(width, SMALL_SCENE_SIZE)  # SARLULC_DOCS_SMALL
     config = SyntheticSceneConfig(
         height=height,
         width=width,

@@ -674,7 +674,22 @@ def split_tile_dataset(
     """Like :func:`tile_dataset`, split in space by ``split`` (default :class:`SpatialSplit`: 80/10/10 by groups
     of 4 x 4 tiles) into a ``DatasetDict`` (or ``IterableDatasetDict``) with one entry per split name.
 
-    Each split's generator reads only its own tiles; tiles straddling two splits are dropped.
+    Each split's generator reads only its own tiles; tiles straddling two splits are dropped. The ``label`` feature
+    records the class scheme (:func:`label_scheme`), so that a task whose scheme derives from it (water from LULC)
+    can train on the tiles.
+
+    Examples:
+        >>> from sarlulc.data import SpatialSplit, label_scheme, split_tile_dataset
+        >>> from sarlulc.data.synthetic import generate_scene
+        >>> _ = generate_scene("synth", size=256, progress=False, overwrite=True)  # a scene and its labels (JAXA codes)
+        >>> split = SpatialSplit.from_shares([0.6, 0.2, 0.2], group_size=1, seed=0)
+        >>> splits = split_tile_dataset("synth", split, tile_size=64, cache_dir="cache", progress=False)
+        >>> sorted(splits)  # 4 x 4 tiles of 64 px, each in one split (tiles mostly nodata are dropped)
+        ['test', 'train', 'validation']
+        >>> tile = splits["train"].with_format("numpy")[0]
+        >>> tile["image"].shape, tile["label"].shape, label_scheme(splits["train"]).name  # dB image, class ids
+        ((1, 64, 64), (64, 64), 'lulc-9')
+        >>> splits.save_to_disk("tiles")  # what `sarlulc finetune --train_data tiles` reads
     """
     split = SpatialSplit() if split is None else split
     spec = _make_spec(

@@ -146,6 +146,19 @@ def predict_scene(
 
         All of these are raised before any file is created. An exception during the prediction (or Ctrl-C) removes
         every temporary file and is re-raised.
+
+    Examples:
+        >>> from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation
+        >>> from sarlulc.data.synthetic import generate_scene
+        >>> from sarlulc.inference import predict_scene
+        >>> _ = generate_scene("synth", size=256, progress=False, overwrite=True)  # a 256 x 256 DN scene
+        >>> model = SarLulcForSemanticSegmentation(SarLulcConfig(id2label=LULC_9.id2label))  # untrained; or a folder
+        >>> report = predict_scene(
+        ...     model, "synth/scene.tif", "maps/lulc.tif", tile=128, overlap=32, image_processor=SarImageProcessor(),
+        ...     probabilities="confidence", water=True, progress=False,
+        ... )
+        >>> str(report.path), sorted(report.extra_paths), report.tiles
+        ('maps/lulc.tif', ['confidence', 'water'], 9)
     """
     _check_arguments(tile, overlap, batch_size, probabilities, num_workers, output_grid)
     if device is not None:

@@ -369,6 +369,17 @@ class SarLulcForSemanticSegmentation(SarLulcPreTrainedModel):
 
     Input `pixel_values` `(B, C, H, W)` normalized backscatter (`SarImageProcessor`), H and W multiples of 32 (the
     processor pads). Output logits `(B, num_labels, H, W)`.
+
+    Examples:
+        >>> import torch
+        >>> from transformers import AutoModelForSemanticSegmentation
+        >>> from sarlulc import LULC_9, SarLulcConfig, SarLulcForSemanticSegmentation
+        >>> model = SarLulcForSemanticSegmentation(SarLulcConfig(id2label=LULC_9.id2label))  # the tiny defaults
+        >>> model.save_pretrained("lulc-model")  # weights, config and this model's code (trust_remote_code)
+        >>> model = SarLulcForSemanticSegmentation.from_pretrained("lulc-model")  # a folder or a Hub id
+        >>> model = AutoModelForSemanticSegmentation.from_pretrained("lulc-model")  # the same, through the Auto class
+        >>> model(pixel_values=torch.zeros(1, 1, 64, 64)).logits.shape  # one normalized HH tile -> 9 class logits
+        torch.Size([1, 9, 64, 64])
     """
 
     def __init__(self, config: SarLulcConfig):

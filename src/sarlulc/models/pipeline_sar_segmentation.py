@@ -169,6 +169,23 @@ class SarSegmentationPipeline(ImageSegmentationPipeline):
     ``{"score": None, "label": class name, "mask": PIL.Image}`` per class present, sorted by class id, where the mask
     is mode ``"L"``, the input's size, 255 on the class's pixels and 0 elsewhere. Batching (``batch_size > 1``)
     needs inputs of one size.
+
+    Examples:
+        >>> import numpy as np
+        >>> from transformers import pipeline
+        >>> from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation
+        >>> from sarlulc import SarSegmentationPipeline
+        >>> SarLulcForSemanticSegmentation(SarLulcConfig(id2label=LULC_9.id2label)).save_pretrained("lulc-model")
+        >>> _ = SarImageProcessor(input_kind="db").save_pretrained("lulc-model")  # a checkpoint: model + processor
+        >>> # pipeline("sar-segmentation", model="lulc-model", trust_remote_code=True) is the same with remote code
+        >>> segmenter = pipeline("image-segmentation", model="lulc-model", pipeline_class=SarSegmentationPipeline)
+        >>> tile_db = np.random.default_rng(0).uniform(-25, -5, (64, 64)).astype(np.float32)  # HH sigma0 in dB
+        >>> class_map = segmenter(tile_db, return_class_map=True)  # (H, W) class ids, 255 = invalid
+        >>> class_map.shape, class_map.dtype
+        ((64, 64), dtype('uint8'))
+        >>> segments = segmenter(tile_db)  # one {"label", "score", "mask"} per class present
+        >>> all(segment["label"] in LULC_9.names for segment in segments), segments[0]["mask"].size
+        (True, (64, 64))
     """
 
     _load_processor = False

@@ -79,6 +79,7 @@ from ..data.tiles import SceneSource, datasets_progress_bars, find_scene_sources
 from ..errors import UsageError
 from ..files import write_json
 from ..models.configuration_sar_lulc import SarLulcConfig
+from ..scale import SMALL_SEEDS, scaled
 from .ablation_report import METRICS, format_markdown, summarize, write_ablation_report
 from .batches import TileNormalization, is_saved_dataset, spatial_split
 from .common import library_progress_bars
@@ -422,7 +423,7 @@ def run_ablation(
     progress = not args.disable_tqdm
     scheme = get_scheme("lulc-9")
     selected = [rung for rung in RUNGS if rung.number in args.rungs]
-    seeds = [args.seed + index for index in range(args.seeds)]
+    seeds = [args.seed + index for index in range(scaled(args.seeds, SMALL_SEEDS))]  # SARLULC_DOCS_SMALL
     with _torch_threads(args.num_threads):
         tiles = _tiles(args, split_args, _scene_folder(args, root, progress), root, progress)
         splits = datasets.load_from_disk(str(tiles))

@@ -61,7 +61,7 @@ from ..files import (
     verify_and_replace,
     write_json,
 )
-from ..scale import SMALL_TRAIN_STEPS, scaled
+from ..scale import SMALL_BATCH_SIZE, SMALL_TRAIN_STEPS, scaled
 from .trackers import make_trackers, validate_report_to
 
 __all__ = [
@@ -497,11 +497,12 @@ class _TrainingRun:
     def _prepare(self, model: nn.Module, train_dataset: Any, eval_dataset: Any | None) -> None:
         args, accelerator = self.args, self.accelerator
         options = _loader_options(args, accelerator)
+        self.train_batch_size = scaled(args.per_device_train_batch_size, SMALL_BATCH_SIZE)  # SARLULC_DOCS_SMALL
         self.sampler = EpochShuffleSampler(len(train_dataset), args.seed)
         # drop_last: a last batch of one tile would break batch statistics (BatchNorm) and MixMAE's mixing.
         train_loader = DataLoader(
             train_dataset,
-            batch_size=args.per_device_train_batch_size,
+            batch_size=self.train_batch_size,
             sampler=self.sampler,
             collate_fn=self.hooks.collate_fn,
             drop_last=True,
@@ -510,7 +511,7 @@ class _TrainingRun:
         if len(train_loader) < accelerator.num_processes:
             raise UsageError(
                 f"the training split has {len(train_dataset)} tiles: fewer than one batch of "
-                f"{args.per_device_train_batch_size} per process ({accelerator.num_processes} processes); use more "
+                f"{self.train_batch_size} per process ({accelerator.num_processes} processes); use more "
                 "data or a smaller --per_device_train_batch_size"
             )
         self.train_loader = accelerator.prepare(train_loader)
@@ -562,7 +563,7 @@ class _TrainingRun:
         if args.resume_from_checkpoint is not None:
             self._resume()
         self._start_trackers()
-        total_batch = args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+        total_batch = self.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
         logger.info(
             f"training {self.hooks.run_name}: {len(self.sampler)} tiles, {self.num_epochs} epochs, {self.max_steps} "
             f"steps of {total_batch} tiles ({accelerator.num_processes} processes), starting at step "
