@@ -1,4 +1,4 @@
-"""Class schemes: the 9-class remap of METHOD.md section 5, the water task, JSON round trips and validation."""
+"""Class schemes: the 9-class remap of docs/method.md section 4, the water task, JSON round trips and validation."""
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from sarlulc.data.classes import (
     scheme_for_id2label,
 )
 
-# METHOD.md section 5, written out by hand: source code -> 9-class name.
+# docs/method.md section 4, written out by hand: source code -> 9-class name.
 REMAP_9 = {
     1: "Water",
     2: "Built-up",

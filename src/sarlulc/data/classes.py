@@ -35,7 +35,7 @@ import numpy as np
 IGNORE_INDEX = 255
 """Class id of pixels that no loss or metric counts (nodata, unknown codes)."""
 
-# JAXA High-Resolution Land Use and Land Cover map of Japan: the 14 source codes (METHOD.md section 5).
+# JAXA High-Resolution Land Use and Land Cover map of Japan: the 14 source codes (docs/method.md section 4).
 JAXA_SOURCE_CLASSES: dict[int, str] = {
     1: "Water",
     2: "Built-up",
@@ -331,7 +331,7 @@ JAXA_14 = _scheme(
     water="Water",
 )
 
-# The paper's 9 classes (our default remap, METHOD.md section 5).
+# The paper's 9 classes (our default remap, docs/method.md section 4).
 LULC_9 = _scheme(
     "lulc-9",
     [
