@@ -564,3 +564,14 @@ def test_a_foreign_checkpoint_is_one_line_for_predict_and_evaluate(scene, tmp_pa
         else:
             assert "sar_lulc" in line or "sarlulc" in line or "cannot be read" in line, line
     assert not (tmp_path / "m.tif").exists()
+
+
+def test_no_progress_silences_the_checkpoint_loading_bar_too(checkpoint, scene, tmp_path):
+    """``--no_progress`` means no bar at all: transformers' "Loading weights" bar was printed regardless (negative
+    control: without the flag it is there, so the check can see it)."""
+    common = ("predict", str(checkpoint), str(scene))
+    quiet = cli(*common, str(tmp_path / "quiet.tif"), "--tile", "128", "--overlap", "32", "--no_progress")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Loading weights" not in quiet.stderr
+    shown = cli(*common, str(tmp_path / "shown.tif"), "--tile", "128", "--overlap", "32")
+    assert shown.returncode == 0 and "Loading weights" in shown.stderr

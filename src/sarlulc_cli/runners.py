@@ -98,6 +98,11 @@ def predict(args: PredictionArguments, inference: InferenceArguments) -> int:
 
     from .dispatch import EXIT_SOME_FAILED
 
+    if not args.progress:  # --no_progress also silences transformers' own bar while the checkpoint loads
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+
     scene_options = dict(
         tile=inference.tile,
         overlap=inference.overlap,
