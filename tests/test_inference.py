@@ -21,6 +21,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from helpers_torch import one_torch_thread  # noqa: F401 (an autouse fixture)
 from helpers_training import TINY_ENCODER_KWARGS, free_port
 from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
 from sarlulc.data.alos2 import SarLulcDataError, dn_to_db
@@ -61,16 +62,6 @@ def offline_env(hf_home: Path) -> dict[str, str]:
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "PYTHONPATH": str(REPO / "src"),
     }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared CPU box, two OpenMP threads that wait for each other make the tiny
-    model tens of times slower; results do not depend on it (the multi-process test relies on that too)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

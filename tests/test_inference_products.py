@@ -14,6 +14,7 @@ import torch
 from rasterio.windows import Window
 
 from helpers_rasters import north_up, write_raster
+from helpers_torch import one_torch_thread  # noqa: F401 (an autouse fixture)
 from sarlulc import SarImageProcessor, SarLulcForSemanticSegmentation, __version__
 from sarlulc.data import open_scene
 from sarlulc.data.synthetic_products import generate_product
@@ -26,14 +27,6 @@ from sarlulc_cli import main
 from test_inference import tiny_config
 
 TILE, OVERLAP = 64, 16
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

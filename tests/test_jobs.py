@@ -18,6 +18,7 @@ import torch
 from rasterio.windows import from_bounds
 
 from helpers_rasters import north_up, write_raster
+from helpers_torch import one_torch_thread  # noqa: F401 (an autouse fixture)
 from helpers_training import TINY_ENCODER_KWARGS, free_port
 from sarlulc import LULC_9, SarImageProcessor, SarLulcConfig, SarLulcForSemanticSegmentation, SarMixMAEConfig
 from sarlulc.data.synthetic import generate_scene
@@ -26,14 +27,6 @@ from sarlulc_cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 TILE = ["--tile", "64", "--overlap", "16", "--batch-size", "4"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

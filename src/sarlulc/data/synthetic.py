@@ -79,6 +79,7 @@ __all__ = [
     "SyntheticSceneConfig",
     "describe_synthetic",
     "generate_scene",
+    "scene_shape",
 ]
 
 SCENE_FILENAME = "scene.tif"
@@ -957,6 +958,13 @@ def _rendered_blocks(
             yield done, future.result()
 
 
+def scene_shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of a synthetic scene or product of ``size`` (a side, or height and width), with the
+    documentation run's cap (``SARLULC_DOCS_SMALL``, :mod:`sarlulc.scale`) applied."""
+    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return scaled(height, SMALL_SCENE_SIZE), scaled(width, SMALL_SCENE_SIZE)
+
+
 def generate_scene(
     out_dir: str | Path,
     size: int | Sequence[int] = 2048,
@@ -1004,8 +1012,7 @@ def generate_scene(
         PermissionError: the folder cannot be written.
         OutputWriteError: the files could not be written completely (a full disk); nothing was replaced.
     """
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    height, width = scaled(height, SMALL_SCENE_SIZE), scaled(width, SMALL_SCENE_SIZE)  # SARLULC_DOCS_SMALL
+    height, width = scene_shape(size)
     config = SyntheticSceneConfig(
         height=height,
         width=width,

@@ -50,10 +50,9 @@ from rasterio.warp import transform as transform_coordinates
 from rasterio.windows import Window
 from tqdm.auto import tqdm
 
-from ..scale import SMALL_SCENE_SIZE, scaled
 from .classes import HRLULC_COLORS, hrlulc_scheme
 from .products import MOSAIC_DATE_EPOCHS
-from .synthetic import _M, SyntheticLandscape, SyntheticSceneConfig
+from .synthetic import _M, SyntheticLandscape, SyntheticSceneConfig, scene_shape
 
 __all__ = [
     "PRODUCT_KINDS",
@@ -442,8 +441,7 @@ def generate_product(
     if tuple(polarizations) not in (("HH",), ("HH", "HV")):
         raise ValueError(f"polarizations must be ('HH',) or ('HH', 'HV'), got {tuple(polarizations)}")
     scheme = hrlulc_scheme(hrlulc_version)
-    height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    height, width = scaled(height, SMALL_SCENE_SIZE), scaled(width, SMALL_SCENE_SIZE)  # SARLULC_DOCS_SMALL
+    height, width = scene_shape(size)
     config = SyntheticSceneConfig(
         height=height,
         width=width,
