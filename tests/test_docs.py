@@ -113,3 +113,14 @@ def test_water_is_derivable_from_lulc_ids_and_lulc_from_jaxa_ids():
     assert jaxa_to_lulc[JAXA_14.label2id["Bamboo forest"]] == LULC_9.label2id["Evergreen forest"]
     with pytest.raises(ValueError, match="Built-up"):
         class_id_remap(LULC_9, JAXA_14)  # Built-up gathers codes 2 and 14: two jaxa-14 classes
+
+
+def test_ci_runs_exactly_the_readmes_two_setup_commands():
+    """The README's set-up is two commands (install + demo, the tests); CI (.ci/run) runs those very lines."""
+    readme = (REPO / "README.md").read_text()
+    setup = readme[readme.index("## Set-up") : readme.index("\n## ", readme.index("## Set-up") + 1)]
+    commands = [block.strip() for block in re.findall(r"```bash\n(.*?)```", setup, flags=re.S)]
+    assert commands == ['python -m pip install -e ".[dev]" && sarlulc demo', "python -m pytest"]
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    ci_commands = [line for line in ci if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci_commands == commands
