@@ -348,24 +348,55 @@ def bench_pretrain(args) -> list[Result]:
         peak_label=label,
     )
     if args.profile:
-        profile_step(calls["SAR-W-MixMAE (ours)"], args.profile)
+        profile_step(calls["SAR-W-MixMAE (ours)"], args.profile, peak if device.type == "cpu" else None)
     return results
 
 
-def profile_step(step: Callable[[], None], rows: int) -> None:
-    """Where our training step's time goes: torch.profiler's operators by self time, over three steps."""
+def matrix_product_flops(name: str, shapes: list) -> int:
+    """FLOPs of one call of a matrix-product operator from its recorded input shapes (2 per multiply-add)."""
+    if name == "aten::mm":
+        (m, k), (_, n) = shapes[0], shapes[1]
+        return 2 * m * k * n
+    if name == "aten::addmm":
+        (m, k), (_, n) = shapes[1], shapes[2]
+        return 2 * m * k * n
+    if name == "aten::bmm":
+        (b, m, k), (_, _, n) = shapes[0], shapes[1]
+        return 2 * b * m * k * n
+    (b, m, k), (_, _, n) = shapes[1], shapes[2]  # aten::baddbmm
+    return 2 * b * m * k * n
+
+
+def profile_step(step: Callable[[], None], rows: int, peak: float | None = None) -> None:
+    """Where our training step's time goes: torch.profiler's operators by self time, over three steps.
+
+    With `peak`, also the matrix products' own speed (their FLOPs from the recorded shapes over their self time) as a
+    fraction of it: the fraction of peak the whole step would reach if everything else took no time, an upper bound
+    on what removing elementwise work and copies can achieve.
+    """
     from torch.profiler import ProfilerActivity, profile
 
     step()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as recorded:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities, record_shapes=True) as recorded:
         for _ in range(3):
             step()
+    products = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+    by_shape = recorded.key_averages(group_by_input_shape=True)
+    product_time = sum(event.self_cpu_time_total for event in by_shape if event.key in products)
+    product_flops = sum(
+        matrix_product_flops(event.key, event.input_shapes) * event.count for event in by_shape if event.key in products
+    )
     events = recorded.key_averages()
     total = sum(event.self_cpu_time_total for event in events)
-    products = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
-    share = sum(event.self_cpu_time_total for event in events if event.key in products) / total
     print(f"\n## profile: SAR-W-MixMAE (ours), one training step, {rows} operators by self CPU time")
-    print(f"(matrix products {', '.join(products)}: {100 * share:.1f}% of the step's self CPU time)")
+    print(f"(matrix products {', '.join(products)}: {100 * product_time / total:.1f}% of the step's self CPU time)")
+    if peak and product_time:
+        speed = product_flops / (product_time / 1e6)
+        print(
+            f"(the matrix products alone run at {speed / 1e9:.1f} GFLOP/s = {100 * speed / peak:.0f}% of the measured "
+            "peak: the step's fraction of peak if everything else took no time)"
+        )
     print("operator | share | ms per step | calls per step")
     print("---|---:|---:|---:")
     for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]:

@@ -20,6 +20,7 @@ from sarlulc.models.image_processing_sar import (
     SarImageProcessor,
     calibrate_to_db,
     calibration_factor_from_tags,
+    dn_to_db,
     input_kind_from_metadata,
     merge_raster_tags,
 )
@@ -65,6 +66,32 @@ def test_invalid_pixels_are_masked_and_zero():
     assert (out["pixel_values"][0, 0][invalid] == 0.0).all()
     np.testing.assert_allclose(out["pixel_values"][0, 0][~invalid], expected_from_dn(3000.0), atol=1e-5)
     assert np.isfinite(out["pixel_values"]).all()
+
+
+@pytest.mark.parametrize("cf", [-83.0, -82.5, 0.0])
+def test_dn_to_db_of_every_uint16_dn_is_within_2e5_db_of_float64(cf):
+    dn = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    valid = dn > 0
+    db = dn_to_db(dn, valid, cf)
+    expected = 10.0 * np.log10(np.maximum(dn.astype(np.float64), 1.0) ** 2) + cf  # independent, in float64
+    assert db.dtype == np.float32 and db.shape == (256, 256)
+    assert np.abs(db[valid] - expected[valid]).max() <= 2e-5
+    assert db[0, 0] == 0.0 and not np.signbit(db[0, 0])  # DN 0: +0.0, never -inf or -0.0
+    # negative control: the comparison does see an error of one thousandth of a dB
+    assert np.abs(db[valid] + np.float32(1e-3) - expected[valid]).max() > 2e-5
+
+
+def test_dn_to_db_bands_share_one_validity_and_every_form_gives_the_same_values():
+    rng = np.random.default_rng(0)
+    bands = rng.integers(0, 20000, size=(2, 40, 30), dtype=np.uint16)
+    valid = (bands != 0).all(axis=0) & (rng.random((40, 30)) > 0.3)  # e.g. a mask file's layover and shadow
+    stacked = dn_to_db(bands, valid, -83.0)
+    assert stacked.shape == (2, 40, 30)
+    np.testing.assert_array_equal(dn_to_db([bands[0], bands[1]], valid, -83.0), stacked)
+    np.testing.assert_array_equal(dn_to_db(bands[1], valid, -83.0), stacked[1])
+    assert (stacked[:, ~valid] == 0.0).all() and not np.signbit(stacked[:, ~valid]).any()
+    expected = 20.0 * np.log10(bands[:, valid].astype(np.float64)) - 83.0
+    np.testing.assert_allclose(stacked[:, valid], expected, atol=2e-5, rtol=0)
 
 
 def test_declared_nodata_and_valid_masks():

@@ -43,7 +43,7 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from ..errors import SarLulcDataError
-from ..models.image_processing_sar import BACKSCATTER_CONVENTIONS, calibrate_to_db
+from ..models.image_processing_sar import BACKSCATTER_CONVENTIONS, calibrate_to_db, dn_to_db
 
 __all__ = [
     "PRODUCT_TYPES",
@@ -251,6 +251,11 @@ class SarScene:
         """The stored values ``(C, h, w)`` of a window inside the raster."""
         raise NotImplementedError
 
+    def _read_bands_inside(self, window: Window) -> np.ndarray | list[np.ndarray]:
+        """The same values as :meth:`_read_inside`, as ``(C, h, w)`` or as a list of ``(h, w)`` bands: what
+        :meth:`read_db` calibrates, so that a reader with one file per band need not stack them first."""
+        return self._read_inside(window)
+
     def _validity_inside(self, window: Window) -> np.ndarray | None:
         """Validity ``(h, w)`` beyond the values themselves (GDAL mask bands, a product's mask file), or ``None``."""
         raise NotImplementedError
@@ -345,9 +350,22 @@ class SarScene:
         return {f"{PROVENANCE_PREFIX}{key}": value for key, value in values.items() if value}
 
     # -- reads -----------------------------------------------------------------------------------------------------
-    def _calibrate(self, raw: np.ndarray, extra_valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """``(db, valid)`` of raw values ``(C, h, w)``: every band calibrated, valid where all bands and ``extra_valid``
-        are, 0.0 elsewhere in every band."""
+    def _calibrate(
+        self, raw: np.ndarray | list[np.ndarray], extra_valid: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(db, valid)`` of raw values ``(C, h, w)`` (or a list of ``(h, w)`` bands, see :meth:`_read_bands_inside`):
+        every band calibrated, valid where all bands and ``extra_valid`` are, 0.0 elsewhere in every band."""
+        if self.input_kind == "dn" and raw[0].dtype in (np.uint8, np.uint16):
+            # JAXA's DNs: the validity of all bands first, then one float32 pass per band that leaves the invalid
+            # pixels at 0.0 (dn_to_db), instead of a calibration per band and a zeroing pass afterwards.
+            valid = raw[0] != 0 if extra_valid is None else extra_valid & (raw[0] != 0)
+            for i, (band, nodata) in enumerate(zip(raw, self._nodata)):
+                if i:
+                    valid &= band != 0
+                if nodata is not None and not math.isnan(nodata) and nodata != 0:
+                    valid &= band != nodata
+            return dn_to_db(raw, valid, float(self.calibration_factor)), valid
+        raw = np.asarray(raw)
         db = np.empty(raw.shape, dtype=np.float32)
         valid = np.ones(raw.shape[1:], dtype=bool) if extra_valid is None else extra_valid.copy()
         for i, nodata in enumerate(self._nodata):
@@ -378,13 +396,13 @@ class SarScene:
         out_h, out_w = int(window.height), int(window.width)
         clipped = clip_window(window, *self.shape)
         if clipped is not None and clipped[0].height == out_h and clipped[0].width == out_w:
-            return self._calibrate(self._read_inside(window), self._validity_inside(window))  # inside: no padding
+            return self._calibrate(self._read_bands_inside(window), self._validity_inside(window))  # no padding
         db = np.zeros((self.count, out_h, out_w), dtype=np.float32)
         valid = np.zeros((out_h, out_w), dtype=bool)
         if clipped is None:
             return db, valid
         inside, (rows, cols) = clipped
-        raw = self._read_inside(inside)
+        raw = self._read_bands_inside(inside)
         db[:, rows, cols], valid[rows, cols] = self._calibrate(raw, self._validity_inside(inside))
         return db, valid
 
