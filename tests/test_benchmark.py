@@ -215,3 +215,38 @@ def check_data_report(rows: list[dict], printed: str) -> None:
             and (n.startswith("bare rasterio") == name.startswith(("open_scene", "bare rasterio")))
         )
         assert float(ratio[:-1]) == pytest.approx(peer["seconds"] / row["seconds"], abs=6e-4), name
+
+
+def test_profile_counts_the_flops_of_the_matrix_products_from_their_shapes(benchmark_script):
+    """The --profile ceiling line divides the matrix products' FLOPs (from recorded shapes) by their time: those FLOPs
+    must be what PyTorch's own counter finds for the same work."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 40)
+    tokens, right, batch, weights = (
+        torch.randn(21, 24),
+        torch.randn(40, 8),
+        torch.randn(5, 7, 24),
+        torch.randn(5, 24, 16),
+    )
+
+    def work():
+        return (layer(tokens) @ right).sum() + torch.bmm(batch, weights).sum()  # addmm, mm, bmm
+
+    def profiled_flops(repeats: int) -> int:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as recorded:
+            for _ in range(repeats):
+                work()
+        products = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+        events = [e for e in recorded.key_averages(group_by_input_shape=True) if e.key in products]
+        assert {e.key for e in events} == {"aten::mm", "aten::addmm", "aten::bmm"}
+        return sum(benchmark_script.matrix_product_flops(e.key, e.input_shapes) * e.count for e in events)
+
+    with FlopCounterMode(display=False) as counter:
+        work()
+    assert profiled_flops(1) == counter.get_total_flops() == 2 * (21 * 24 * 40 + 21 * 40 * 8 + 5 * 7 * 24 * 16)
+    # negative control: the comparison sees a count that is off (the work profiled twice)
+    assert profiled_flops(2) != counter.get_total_flops()
