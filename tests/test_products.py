@@ -451,6 +451,50 @@ def test_a_corrupt_archive_is_refused(mosaic, tmp_path):
     fails_cleanly(garbage, "corrupt or truncated", tmp_path)
 
 
+def archive_with_mask(mosaic, folder: Path, mask: np.ndarray) -> Path:
+    """The mosaic tile re-archived as JAXA ships it, with ``mask`` as its ``_mask_`` file."""
+    tile = folder / "tile"
+    shutil.copytree(mosaic.extracted, tile)
+    with rasterio.open(tile / "N36E139_19_sl_mask_F02DAR.tif", "r+") as dataset:
+        dataset.write(mask, 1)
+    archive = folder / mosaic.path.name
+    with tarfile.open(archive, "w:gz") as handle:
+        for file in sorted(tile.iterdir()):
+            handle.add(file, arcname=file.name)
+    shutil.rmtree(tile)
+    return archive
+
+
+def test_an_archive_is_checked_for_valid_pixels_by_a_forward_scan(mosaic, tmp_path, monkeypatch):
+    # Inside a .tar.gz a decimated read would decompress every file once more: the check scans rows forward instead
+    # and must still find the only valid rows at the bottom, and refuse a tile without any.
+    monkeypatch.setattr("sarlulc.data.scene.CHECK_SCAN_PIXELS", 16 * 200)  # 16-row bands of the 200 px tile
+    decimated_reads = []
+    original = ProductScene._read_decimated
+    monkeypatch.setattr(
+        ProductScene, "_read_decimated", lambda self, shape: decimated_reads.append(shape) or original(self, shape)
+    )
+    mask = read_band(mosaic.extracted / "N36E139_19_sl_mask_F02DAR.tif")
+    assert (mask == 255).any()
+    bottom = np.where(np.arange(200)[:, None] >= 195, mask, 0).astype(np.uint8)
+    bottom[199, 0] = 255  # at least one valid pixel, whatever the synthetic mask holds there
+    rows = tmp_path / "bottom"
+    rows.mkdir()
+    with open_scene(archive_with_mask(mosaic, rows, bottom)) as scene:
+        _, valid = scene.read_db()
+    assert valid[199, 0] and not valid[:195].any()
+    assert decimated_reads == []
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    message = fails_cleanly(archive_with_mask(mosaic, empty, np.zeros_like(mask)), "no valid pixel", empty)
+    assert mosaic.path.name in message
+    assert decimated_reads == []
+    # Negative control: the extracted files are checked with the decimated read.
+    with open_scene(mosaic.extracted):
+        pass
+    assert len(decimated_reads) == 1
+
+
 def test_an_archive_with_several_tiles_needs_a_choice(mosaic, tmp_path):
     archive = tmp_path / "N40E135_19_MOS_F02DAR.tar.gz"
     with tarfile.open(archive, "w:gz") as handle:

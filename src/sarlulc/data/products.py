@@ -853,6 +853,10 @@ class ProductScene(SarScene):
         first = self._handles.bands[0]
         return (window for _, window in first.block_windows(1))
 
+    def _reads_through_a_stream(self) -> bool:
+        archive = self.layout.archive
+        return archive is not None and not archive.lower().endswith(".tar")  # .tar.gz, .tgz, .zip: compressed
+
     def _auxiliary(self, name: str) -> Any:
         if name not in self.auxiliary_names:
             raise SarLulcDataError(
@@ -952,7 +956,8 @@ def open_scene(
         calibration_factor: CF in dB for DN input; ``None`` uses the file's tag, else the sensor's published factor.
         bands: 1-based bands to read as (HH,) or (HH, HV): of the raster for a GeoTIFF, of the product's
             polarizations (in the order HH, HV, VH, VV) for a product.
-        check: run the cheap integrity and all-nodata checks (last block, decimated read).
+        check: run the cheap integrity and all-nodata checks (last blocks; a decimated read, or a forward scan
+            of the files inside a compressed archive: :meth:`~sarlulc.data.scene.SarScene._check_integrity`).
         polarizations: the polarizations to read, in channel order, e.g. ``("HH",)`` or ``("HH", "HV")``; an
             alternative to ``bands``.
         mask_invalid: the mask categories (:data:`MASK_CATEGORIES`) that make a pixel invalid (products with a mask

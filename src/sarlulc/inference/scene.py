@@ -292,7 +292,7 @@ def probe_scene(
     Raises:
         SarLulcDataError: the scene is missing, unreadable or corrupt.
     """
-    # The scene's integrity check reads the whole scene decimated: keep GDAL's cache small for it as well.
+    # The scene's integrity check reads across the whole scene: keep GDAL's cache small for it as well.
     with (
         rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES),
         open_scene(
