@@ -117,6 +117,41 @@ def test_mosaic_archive_is_read_in_place_and_calibrated(mosaic, extracted):
     )
 
 
+def test_each_read_returns_its_own_arrays_though_the_handle_reuses_its_temporaries(mosaic):
+    # A handle reads every window into the same scratch arrays; what it returns must never be one of them.
+    files = mosaic.extracted
+    hh, hv = (read_band(files / f"N36E139_19_sl_{pol}_F02DAR.tif") for pol in ("HH", "HV"))
+    mask = read_band(files / "N36E139_19_sl_mask_F02DAR.tif")
+    usable = (hh > 0) & (hv > 0) & np.isin(mask, [50, 255])
+    windows = [Window(0, 0, 64, 64), Window(100, 80, 64, 64), Window(20, 130, 48, 32)]
+    with open_scene(files) as scene:
+        reads = [scene.read_db(window) for window in windows]
+        raws = [scene.read_raw(window) for window in windows]
+        with open_scene(files, polarizations=("HH",)) as hh_only:
+            single = [hh_only.read_raw(window) for window in windows]
+    for window, (db, valid), raw, one in zip(windows, reads, raws, single):
+        rows, cols = window.toslices()
+        np.testing.assert_array_equal(valid, usable[rows, cols])
+        np.testing.assert_allclose(db[0][valid], expected_db(hh[rows, cols][valid]), atol=1e-4)
+        np.testing.assert_array_equal(raw, np.stack([hh[rows, cols], hv[rows, cols]]))
+        np.testing.assert_array_equal(one, hh[None, rows, cols])
+    # Negative control: the handle's own scratch band holds the last window read, not the first.
+    assert not np.array_equal(raws[0][0, :32, :48], scene._scratch.get("band0", (32, 48), np.uint16))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's memory maps (Linux)")
+def test_uncompressed_product_files_are_memory_mapped_unless_the_user_says_no(mosaic):
+    hh = str(mosaic.extracted / "N36E139_19_sl_HH_F02DAR.tif")
+
+    def mapped_after_a_read(**options) -> bool:
+        with rasterio.Env(**options), open_scene(mosaic.extracted) as scene:
+            scene.read_db(Window(0, 0, 32, 32))
+            return hh in Path("/proc/self/maps").read_text()
+
+    assert mapped_after_a_read()
+    assert not mapped_after_a_read(GTIFF_VIRTUAL_MEM_IO="NO")  # the user's setting wins
+
+
 def test_mosaic_metadata(mosaic, extracted):
     with open_scene(mosaic.path) as scene:
         product = scene.product

@@ -50,6 +50,7 @@ __all__ = [
     "PROVENANCE_PREFIX",
     "ProductInfo",
     "SarScene",
+    "ScratchArrays",
     "clip_window",
     "data_errors",
     "decimated_shape",
@@ -66,6 +67,7 @@ PROVENANCE_PREFIX = "SARLULC_SOURCE_"
 
 CHECK_READ_SIZE = 256  # longest side of the decimated read used for cheap whole-scene checks
 CHECK_SCAN_PIXELS = 2**20  # pixels per row band of the forward scan of files read through an archive
+SCRATCH_MAX_PIXELS = 2**22  # largest window whose temporaries a scene handle keeps for the next read (ScratchArrays)
 
 # WGS84 ellipsoid: metres per degree of a geographic grid follow from its radii of curvature.
 _WGS84_A = 6378137.0
@@ -189,6 +191,32 @@ def ground_sampling_distance(crs: CRS, transform: Affine, shape: tuple[int, int]
     return col_step * factor, row_step * factor
 
 
+class ScratchArrays:
+    """Arrays one scene handle reuses from read to read for a window's temporaries (raw DNs, mask codes).
+
+    Why: freeing a window's few megabytes of temporaries lets the C library hand that memory back to the system, and
+    the next window then pays a page fault for every 4 KB it touches. Reading a mosaic tile window by window
+    (``scripts/benchmark.py data``, extracted files) cost about 240 page faults per 512 x 512 window (``getrusage``)
+    and a third of the read's time; with the temporaries reused, about 1. What a read returns is never one of these
+    arrays. A scene handle is used by one thread at a time (GDAL handles must not be shared), so neither are they.
+    Reads larger than :data:`SCRATCH_MAX_PIXELS` (a whole scene at once) get fresh arrays, so that a handle never
+    keeps more than a few windows' worth of memory.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, int], dtype: Any) -> np.ndarray:
+        """An uninitialized ``shape`` array of ``dtype`` under ``name``; its contents change at the next ``get``."""
+        size = shape[0] * shape[1]
+        if size > SCRATCH_MAX_PIXELS:
+            return np.empty(shape, dtype=dtype)
+        array = self._arrays.get(name)
+        if array is None or array.size < size or array.dtype != np.dtype(dtype):
+            array = self._arrays[name] = np.empty(size, dtype=dtype)
+        return array[:size].reshape(shape)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # The base class
 # ----------------------------------------------------------------------------------------------------------------------
@@ -254,11 +282,13 @@ class SarScene:
 
     def _read_bands_inside(self, window: Window) -> np.ndarray | list[np.ndarray]:
         """The same values as :meth:`_read_inside`, as ``(C, h, w)`` or as a list of ``(h, w)`` bands: what
-        :meth:`read_db` calibrates, so that a reader with one file per band need not stack them first."""
+        :meth:`read_db` calibrates, so that a reader with one file per band need not stack them first. They may be
+        :class:`ScratchArrays` that the next read overwrites: only :meth:`read_db` calls this."""
         return self._read_inside(window)
 
     def _validity_inside(self, window: Window) -> np.ndarray | None:
-        """Validity ``(h, w)`` beyond the values themselves (GDAL mask bands, a product's mask file), or ``None``."""
+        """Validity ``(h, w)`` beyond the values themselves (GDAL mask bands, a product's mask file), or ``None``.
+        It may be a :class:`ScratchArrays` array that the next read overwrites: :meth:`_calibrate` copies it."""
         raise NotImplementedError
 
     def _read_decimated(self, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -369,11 +399,14 @@ class SarScene:
         every band calibrated, valid where all bands and ``extra_valid`` are, 0.0 elsewhere in every band."""
         if self.input_kind == "dn" and raw[0].dtype in (np.uint8, np.uint16):
             # JAXA's DNs: the validity of all bands first, then one float32 pass per band that leaves the invalid
-            # pixels at 0.0 (dn_to_db), instead of a calibration per band and a zeroing pass afterwards.
-            valid = raw[0] != 0 if extra_valid is None else extra_valid & (raw[0] != 0)
+            # pixels at 0.0 (dn_to_db), instead of a calibration per band and a zeroing pass afterwards. The validity
+            # is built in place (a DN is true where it is not 0): the returned mask is the one array allocated.
+            valid = np.not_equal(raw[0], 0)
+            if extra_valid is not None:
+                np.logical_and(valid, extra_valid, out=valid)
             for i, (band, nodata) in enumerate(zip(raw, self._nodata)):
                 if i:
-                    valid &= band != 0
+                    np.logical_and(valid, band, out=valid)
                 if nodata is not None and not math.isnan(nodata) and nodata != 0:
                     valid &= band != nodata
             return dn_to_db(raw, valid, float(self.calibration_factor)), valid
