@@ -152,6 +152,15 @@ def test_uncompressed_product_files_are_memory_mapped_unless_the_user_says_no(mo
     assert not mapped_after_a_read(GTIFF_VIRTUAL_MEM_IO="NO")  # the user's setting wins
 
 
+def test_a_truncated_product_file_read_memory_mapped_is_refused_in_one_line(mosaic, tmp_path):
+    folder = tmp_path / "N36E139_19"
+    shutil.copytree(mosaic.extracted, folder)
+    hv = folder / "N36E139_19_sl_HV_F02DAR.tif"
+    hv.write_bytes(hv.read_bytes()[: hv.stat().st_size // 2])
+    message = fails_cleanly(folder, "truncated or corrupt", tmp_path)
+    assert str(hv) in message
+
+
 def test_mosaic_metadata(mosaic, extracted):
     with open_scene(mosaic.path) as scene:
         product = scene.product

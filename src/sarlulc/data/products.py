@@ -619,18 +619,13 @@ def _usable_codes(codes: Mapping[int, str], invalid: Sequence[str]) -> tuple[int
 def _usable(
     mask: np.ndarray, codes: tuple[int, ...], out: np.ndarray | None = None, scratch: np.ndarray | None = None
 ) -> np.ndarray:
-    """Where a mask holds one of ``codes`` (into ``out`` if given, with ``scratch`` for the comparisons): a comparison
-    per code, ten times faster than a table lookup."""
-    if out is None:
-        usable = np.zeros(mask.shape, dtype=bool)
-    else:
-        usable = out
-        usable.fill(False)
+    """Where a mask holds one of ``codes`` (into ``out`` if given; ``scratch``, of the mask's shape, takes each
+    comparison): a comparison per code, ten times faster than a table lookup."""
+    usable = np.zeros(mask.shape, dtype=bool) if out is None else out
+    usable.fill(False)
+    scratch = np.empty(mask.shape, dtype=bool) if scratch is None else scratch
     for code in codes:
-        if scratch is None:
-            usable |= mask == code
-        else:
-            np.logical_or(usable, np.equal(mask, code, out=scratch), out=usable)
+        np.logical_or(usable, np.equal(mask, code, out=scratch), out=usable)
     return usable
 
 

@@ -283,12 +283,14 @@ class SarScene:
     def _read_bands_inside(self, window: Window) -> np.ndarray | list[np.ndarray]:
         """The same values as :meth:`_read_inside`, as ``(C, h, w)`` or as a list of ``(h, w)`` bands: what
         :meth:`read_db` calibrates, so that a reader with one file per band need not stack them first. They may be
-        :class:`ScratchArrays` that the next read overwrites: only :meth:`read_db` calls this."""
+        arrays of the handle's :class:`ScratchArrays`, which the next read overwrites: only :meth:`read_db` calls this.
+        """
         return self._read_inside(window)
 
     def _validity_inside(self, window: Window) -> np.ndarray | None:
         """Validity ``(h, w)`` beyond the values themselves (GDAL mask bands, a product's mask file), or ``None``.
-        It may be a :class:`ScratchArrays` array that the next read overwrites: :meth:`_calibrate` copies it."""
+        It may be an array of the handle's :class:`ScratchArrays`, which the next read overwrites: :meth:`_calibrate`
+        only reads it."""
         raise NotImplementedError
 
     def _read_decimated(self, out_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -466,9 +468,9 @@ class SarScene:
         Files read through a compressed archive (:meth:`_reads_through_a_stream`) are instead scanned forward in bands
         of rows until a valid pixel turns up. There a decimated read costs a whole decompression pass over every file
         (reading the last blocks has already decompressed them all, so it checks nothing more), while the first rows
-        sit where each file's stream starts: on a 4500 x 4500 mosaic tile in its ``.tar.gz``, opening went from 0.68x
-        to 0.96x the time of opening the three files with rasterio and reading them once
-        (``scripts/benchmark.py data``).
+        sit where each file's stream starts: on a 4500 x 4500 mosaic tile in its ``.tar.gz``, opening and one read of
+        every window went from 0.68x to 0.96x the throughput of opening the three files with rasterio and reading
+        them the same way (``scripts/benchmark.py data``).
         """
         self._read_last_blocks()
         if self._reads_through_a_stream():
