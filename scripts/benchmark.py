@@ -1,6 +1,7 @@
 """Benchmarks of sarlulc against the models a user would use instead, side by side in one process.
 
     python scripts/benchmark.py pretrain   # SAR-W-MixMAE step vs SimMIM (Swin) and MAE (ViT); encoder vs SwinModel
+    python scripts/benchmark.py pretrain --profile 25   # + both steps' operators and the targets' time budget
     python scripts/benchmark.py segment    # SarLulc all refinements on / off vs UperNet on a Swin backbone
     python scripts/benchmark.py scene      # predict_scene on a synthetic scene vs the bare model on preloaded tiles
     python scripts/benchmark.py scene --scenes 4 --scene-size 4096 --format cog   # a multi-scene job
@@ -13,7 +14,8 @@ throughput, the ratio to the peer, FLOPs per image (analytic for ours, `FlopCoun
 eager attention, since PyTorch's flop counter does not see its CPU flash-attention kernel) and the achieved FLOP/s.
 `pretrain` also times a dense square matmul of the run's dtype in the same rounds (fp32 on the CPU, with the same
 threads) and reports each model's achieved FLOP/s as a fraction of that measured peak (on CUDA: the model FLOP
-utilization, MFU); `--profile N` prints the N operators that take most of our training step's time. `segment` reports
+utilization, MFU); `--profile N` prints the N operators that take most of our training step's time and of SimMIM's,
+then what the pretraining targets (BENCHMARKS.md) leave for everything but our matrix products. `segment` reports
 MFU on CUDA against the device's bf16 matmul peak. BENCHMARKS.md explains the comparisons and records the latest
 figures.
 """
@@ -335,20 +337,29 @@ def bench_pretrain(args) -> list[Result]:
     print_table(
         f"pretrain: training step (forward + backward + fused AdamW), batch {batch}, {size}x{size}x1, {args.device}, "
         f"{args.dtype}{', torch.compile' if args.compile else ''}",
-        results[:3],
+        results[: len(models)],
         "SimMIM (transformers Swin)",
         peak,
         peak_label=label,
     )
     print_table(
         "encoder alone: forward + backward + fused AdamW",
-        results[3:],
+        results[len(models) :],
         "encoder: transformers SwinModel",
         peak,
         peak_label=label,
     )
     if args.profile:
-        profile_step(calls["SAR-W-MixMAE (ours)"], args.profile, peak if device.type == "cpu" else None)
+        cpu_peak = peak if device.type == "cpu" else None
+        ours = profile_step("SAR-W-MixMAE (ours)", calls["SAR-W-MixMAE (ours)"], args.profile, cpu_peak)
+        peer = profile_step("SimMIM (transformers Swin)", calls["SimMIM (transformers Swin)"], args.profile, cpu_peak)
+        by_name = {result.name: result for result in results}
+        ours_result, peer_result = by_name["SAR-W-MixMAE (ours)"], by_name["SimMIM (transformers Swin)"]
+        budget = target_budget(ours_result, peer_result, ours, peak)
+        print_budget(budget, ours_result.name, peer_result.name)
+        ours_result.extra["profile"] = asdict(ours)
+        peer_result.extra["profile"] = asdict(peer)
+        ours_result.extra["target_budget"] = budget
     return results
 
 
@@ -367,8 +378,35 @@ def matrix_product_flops(name: str, shapes: list) -> int:
     return 2 * b * m * k * n
 
 
-def profile_step(step: Callable[[], None], rows: int, peak: float | None = None) -> None:
-    """Where our training step's time goes: torch.profiler's operators by self time, over three steps.
+@dataclass
+class StepProfile:
+    """One model's training step under torch.profiler, per step (the mean over the profiled steps).
+
+    `step_ms` is the sum of every operator's self CPU time, `products_ms` that of the matrix products
+    (`MATRIX_PRODUCTS`), `products_flops` their FLOPs from the recorded input shapes.
+    """
+
+    name: str
+    step_ms: float
+    products_ms: float
+    products_flops: float
+
+    @property
+    def rest_ms(self) -> float:
+        """Everything but the matrix products: elementwise work, copies, norms, softmax, the optimizer."""
+        return self.step_ms - self.products_ms
+
+
+MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+# The pretraining targets of BENCHMARKS.md ("Targets"): our step per image against SimMIM's at equal encoder dims and
+# windows, and the fraction of the measured fp32 matmul peak that our step reaches.
+TARGET_SPEEDUP_OVER_SIMMIM = 1.15
+TARGET_FRACTION_OF_PEAK = 0.70
+
+
+def profile_step(name: str, step: Callable[[], None], rows: int, peak: float | None = None) -> StepProfile:
+    """Where a training step's time goes: torch.profiler's operators by self time, over three steps.
 
     With `peak`, also the matrix products' own speed (their FLOPs from the recorded shapes over their self time) as a
     fraction of it: the fraction of peak the whole step would reach if everything else took no time, an upper bound
@@ -376,21 +414,25 @@ def profile_step(step: Callable[[], None], rows: int, peak: float | None = None)
     """
     from torch.profiler import ProfilerActivity, profile
 
+    steps = 3
     step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities, record_shapes=True) as recorded:
-        for _ in range(3):
+        for _ in range(steps):
             step()
-    products = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
     by_shape = recorded.key_averages(group_by_input_shape=True)
-    product_time = sum(event.self_cpu_time_total for event in by_shape if event.key in products)
+    product_time = sum(event.self_cpu_time_total for event in by_shape if event.key in MATRIX_PRODUCTS)
     product_flops = sum(
-        matrix_product_flops(event.key, event.input_shapes) * event.count for event in by_shape if event.key in products
+        matrix_product_flops(event.key, event.input_shapes) * event.count
+        for event in by_shape
+        if event.key in MATRIX_PRODUCTS
     )
     events = recorded.key_averages()
     total = sum(event.self_cpu_time_total for event in events)
-    print(f"\n## profile: SAR-W-MixMAE (ours), one training step, {rows} operators by self CPU time")
-    print(f"(matrix products {', '.join(products)}: {100 * product_time / total:.1f}% of the step's self CPU time)")
+    print(f"\n## profile: {name}, one training step, {rows} operators by self CPU time")
+    print(
+        f"(matrix products {', '.join(MATRIX_PRODUCTS)}: {100 * product_time / total:.1f}% of the step's self CPU time)"
+    )
     if peak and product_time:
         speed = product_flops / (product_time / 1e6)
         print(
@@ -402,8 +444,67 @@ def profile_step(step: Callable[[], None], rows: int, peak: float | None = None)
     for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]:
         print(
             f"{event.key[:60]} | {100 * event.self_cpu_time_total / total:.1f}% | "
-            f"{event.self_cpu_time_total / 1e3 / 3:.1f} | {event.count / 3:g}"
+            f"{event.self_cpu_time_total / 1e3 / steps:.1f} | {event.count / steps:g}"
         )
+    return StepProfile(name, total / 1e3 / steps, product_time / 1e3 / steps, product_flops / steps)
+
+
+def target_budget(
+    ours: Result,
+    peer: Result,
+    ours_profile: StepProfile,
+    peak: float,
+    speedup: float = TARGET_SPEEDUP_OVER_SIMMIM,
+    fraction: float = TARGET_FRACTION_OF_PEAK,
+) -> dict[str, float]:
+    """What each pretraining target leaves for everything but our matrix products, in ms per step.
+
+    The steps are the timed medians of the interleaved rounds (`ours.seconds`, `peer.seconds`: one batch each); the
+    profile only says which share of our step the matrix products take. A step of our FLOPs at `fraction` of `peak`
+    takes `flops / (fraction * peak)`; a step `speedup` times faster than the peer's (same batch, so per image too)
+    takes `peer.seconds / speedup`. Our matrix products take their share of either, whatever else is optimized (their
+    speed depends on their shapes, not on the code around them), so everything else must fit in the difference.
+    """
+    step_ms = 1e3 * ours.seconds
+    products_ms = step_ms * ours_profile.products_ms / ours_profile.step_ms
+    step_at_fraction = 1e3 * ours.flops_per_item * ours.items / (fraction * peak)
+    step_at_speedup = 1e3 * peer.seconds / speedup
+    return {
+        "speedup_target": speedup,
+        "fraction_target": fraction,
+        "step_ms": step_ms,
+        "peer_step_ms": 1e3 * peer.seconds,
+        "products_ms": products_ms,
+        "products_fraction_of_peak": ours_profile.products_flops / (ours_profile.products_ms / 1e3) / peak,
+        "rest_ms": step_ms - products_ms,
+        "step_ms_at_fraction": step_at_fraction,
+        "rest_budget_ms_at_fraction": step_at_fraction - products_ms,
+        "step_ms_at_speedup": step_at_speedup,
+        "rest_budget_ms_at_speedup": step_at_speedup - products_ms,
+    }
+
+
+def print_budget(budget: dict[str, float], ours: str, peer: str) -> None:
+    def leaves(allowed: float) -> str:
+        if allowed <= 0:
+            return "leaving no time for everything else: the matrix products alone take longer"
+        rest = budget["rest_ms"]
+        return f"leaving {allowed:.1f} ms for everything else, which takes {rest:.1f} ms ({rest / allowed:.2f}x that)"
+
+    print("\n## what the pretraining targets leave for everything but the matrix products (ms per step)")
+    print(
+        f"{ours}: step {budget['step_ms']:.1f} ms (timed median) = matrix products {budget['products_ms']:.1f} ms "
+        f"(their profiled share; at {budget['products_fraction_of_peak']:.0%} of the measured peak) "
+        f"+ everything else {budget['rest_ms']:.1f} ms"
+    )
+    print(
+        f">= {budget['fraction_target']:.0%} of the measured peak: a step of <= {budget['step_ms_at_fraction']:.1f} ms, "
+        f"{leaves(budget['rest_budget_ms_at_fraction'])}"
+    )
+    print(
+        f">= {budget['speedup_target']:.2f}x {peer} (its step {budget['peer_step_ms']:.1f} ms): a step of "
+        f"<= {budget['step_ms_at_speedup']:.1f} ms, {leaves(budget['rest_budget_ms_at_speedup'])}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -851,7 +952,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gdal-cache-mb", type=int, default=16, help="data: GDAL's block cache (MB)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument(
-        "--profile", type=int, default=0, metavar="N", help="pretrain: print our step's N most expensive operators"
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pretrain: print the N most expensive operators of our step and SimMIM's, and the targets' time budget",
     )
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser

@@ -138,7 +138,11 @@ def test_pretrain_benchmark_reports_every_model(tmp_path, benchmark_script):
     from sarlulc import SarMixMAEConfig
     from sarlulc.flops import pretraining_flops
 
-    results, printed = run_benchmark(tmp_path, "pretrain", "--image-size", "128", "--window", "4", "--batch-size", "2")
+    results, printed = run_benchmark(
+        tmp_path,
+        "pretrain",
+        *("--image-size", "128", "--window", "4", "--batch-size", "2", "--profile", "2"),
+    )
     rows = results["pretrain"]
     names = [result["name"] for result in rows]
     assert names == [
@@ -170,6 +174,56 @@ def test_pretrain_benchmark_reports_every_model(tmp_path, benchmark_script):
     doctored[1]["items"] = 3  # a row that timed another batch size
     with pytest.raises(AssertionError):
         check_report(doctored, printed, ["SimMIM (transformers Swin)", "encoder: transformers SwinModel"], batch_size=2)
+
+    # --profile: the profiled matrix products of our step are the model's matrix products (the analytic count also
+    # has the patch-embedding convolution and the decoder's fused attention, so it is a little larger)
+    products = rows[0]["extra"]["profile"]["products_flops"]
+    assert 0.95 * 2 * flops["SAR-W-MixMAE (ours)"] <= products <= 2 * flops["SAR-W-MixMAE (ours)"]
+    check_target_budget(rows, printed, batch_size=2)
+    for key, factor in (("step_ms_at_speedup", 1.15 / 1.10), ("rest_budget_ms_at_fraction", 0.9)):
+        doctored = copy.deepcopy(rows)
+        doctored[0]["extra"]["target_budget"][key] *= factor  # e.g. a 1.10x target passed off as 1.15x
+        with pytest.raises(AssertionError):
+            check_target_budget(doctored, printed, batch_size=2)
+
+
+def check_target_budget(rows: list[dict], printed: str, batch_size: int) -> None:
+    """The targets' time budget (JSON and printed) against its definition, from the timed steps, the profile of our
+    step, the measured peak and our FLOPs."""
+    by_name = {row["name"]: row for row in rows}
+    ours, peer = by_name["SAR-W-MixMAE (ours)"], by_name["SimMIM (transformers Swin)"]
+    profile = ours["extra"]["profile"]
+    budget = ours["extra"]["target_budget"]
+    assert 0 < profile["products_ms"] < profile["step_ms"]
+    peak = ours["extra"]["matmul_peak_flops"]
+    step = 1e3 * ours["seconds"]
+    products = step * profile["products_ms"] / profile["step_ms"]
+    step_at_fraction = 1e3 * ours["flops_per_item"] * batch_size / (0.70 * peak)
+    step_at_speedup = 1e3 * peer["seconds"] / 1.15
+    expected = {
+        "step_ms": step,
+        "peer_step_ms": 1e3 * peer["seconds"],
+        "products_ms": products,
+        "products_fraction_of_peak": profile["products_flops"] / (profile["products_ms"] / 1e3) / peak,
+        "rest_ms": step - products,
+        "step_ms_at_fraction": step_at_fraction,
+        "rest_budget_ms_at_fraction": step_at_fraction - products,
+        "step_ms_at_speedup": step_at_speedup,
+        "rest_budget_ms_at_speedup": step_at_speedup - products,
+    }
+    for key, value in expected.items():
+        assert budget[key] == pytest.approx(value, rel=1e-9), key
+    lines = printed.split("## what the pretraining targets leave")[1].splitlines()
+    for prefix, step_key, rest_key in (
+        (">= 70% of the measured peak", "step_ms_at_fraction", "rest_budget_ms_at_fraction"),
+        (">= 1.15x SimMIM", "step_ms_at_speedup", "rest_budget_ms_at_speedup"),
+    ):
+        line = next(line for line in lines if line.startswith(prefix))
+        assert float(line.split("a step of <= ")[1].split(" ms")[0]) == pytest.approx(budget[step_key], abs=0.051)
+        if budget[rest_key] > 0:
+            assert float(line.split("leaving ")[1].split(" ms")[0]) == pytest.approx(budget[rest_key], abs=0.051)
+        else:
+            assert "leaving no time" in line
 
 
 def test_data_benchmark_reports_product_reads_next_to_bare_reads(tmp_path):
