@@ -391,11 +391,6 @@ class StepProfile:
     products_ms: float
     products_flops: float
 
-    @property
-    def rest_ms(self) -> float:
-        """Everything but the matrix products: elementwise work, copies, norms, softmax, the optimizer."""
-        return self.step_ms - self.products_ms
-
 
 MATRIX_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
