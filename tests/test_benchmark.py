@@ -138,11 +138,8 @@ def test_pretrain_benchmark_reports_every_model(tmp_path, benchmark_script):
     from sarlulc import SarMixMAEConfig
     from sarlulc.flops import pretraining_flops
 
-    results, printed = run_benchmark(
-        tmp_path,
-        "pretrain",
-        *("--image-size", "128", "--window", "4", "--batch-size", "2", "--profile", "2"),
-    )
+    options = ["--image-size", "128", "--window", "4", "--batch-size", "2", "--profile", "2"]
+    results, printed = run_benchmark(tmp_path, "pretrain", *options)
     rows = results["pretrain"]
     names = [result["name"] for result in rows]
     assert names == [
@@ -309,3 +306,16 @@ def test_profile_counts_the_flops_of_the_matrix_products_from_their_shapes(bench
     assert profiled_flops(1) == counter.get_total_flops() == 2 * (21 * 24 * 40 + 21 * 40 * 8 + 5 * 7 * 24 * 16)
     # negative control: the comparison sees a count that is off (the work profiled twice)
     assert profiled_flops(2) != counter.get_total_flops()
+
+
+def test_a_negative_profile_count_is_refused_in_one_line():
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "pretrain", "--profile", "-3"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--profile: the number of operators to print must be >= 0, got -3")
+    )
+    assert "Traceback" not in done.stderr and not done.stdout
